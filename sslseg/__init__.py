@@ -1,0 +1,7 @@
+"""sslseg: a reproducibility pipeline for semi-supervised medical image segmentation."""
+
+__version__ = "0.1.0"
+
+
+class SslsegError(Exception):
+    """An error caused by bad input (config, files, data); the CLI prints it as one line."""

@@ -1,0 +1,3 @@
+from sslseg.cli import main
+
+raise SystemExit(main())

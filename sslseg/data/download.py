@@ -1,0 +1,92 @@
+"""Fetching raw data: https/file:// URLs or local files and directories, sha256 checks, safe extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from sslseg import SslsegError
+from sslseg.io import atomic_path
+
+__all__ = ["sha256sum", "fetch", "extract"]
+
+
+def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _local(source: str) -> Path | None:
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme in ("", ) or (len(parsed.scheme) == 1 and source[1:3] == ":\\"):
+        return Path(source)
+    return None
+
+
+def fetch(source: str, dest: Path, sha256: str | None = None) -> Path:
+    """Copy or download ``source`` to ``dest`` (a file) and verify its sha256 when given.
+
+    A local directory is returned as is (nothing to copy). A checksum mismatch removes nothing already
+    present at ``dest`` and raises SslsegError naming both digests.
+    """
+    local = _local(source)
+    if local is not None:
+        if not local.exists():
+            raise SslsegError(f"{local}: source does not exist")
+        if local.is_dir():
+            return local
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        if local is not None:
+            shutil.copyfile(local, tmp)
+        else:
+            try:
+                with urllib.request.urlopen(source, timeout=60) as r, open(tmp, "wb") as f:
+                    shutil.copyfileobj(r, f)
+            except OSError as e:
+                raise SslsegError(f"{source}: download failed ({e}); pass a local copy as the source") from None
+        if sha256:
+            got = sha256sum(tmp)
+            if got != sha256.lower():
+                raise SslsegError(f"{source}: sha256 mismatch (expected {sha256}, got {got})")
+    return dest
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Extract a zip or tar archive into ``dest``, refusing members that would land outside it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+
+    def check(name: str) -> None:
+        target = (root / name).resolve()
+        if root != target and root not in target.parents:
+            raise SslsegError(f"{archive}: member {name!r} would be written outside {dest}")
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for n in z.namelist():
+                    check(n)
+                z.extractall(dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                for m in t.getmembers():
+                    check(m.name)
+                    if m.issym() or m.islnk():
+                        raise SslsegError(f"{archive}: member {m.name!r} is a link; refusing to extract")
+                t.extractall(dest, filter="data")
+        else:
+            raise SslsegError(f"{archive}: not a zip or tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise SslsegError(f"{archive}: corrupt or truncated archive ({e})") from None
+    return dest

@@ -1,0 +1,150 @@
+"""``sslseg aggregate``: summary.txt/json, per_case.csv, pvalues.csv, tables.xlsx, table.md and table.tex.
+
+per_case.csv and summary.json are the canonical machine-readable outputs; the rest are views of them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sslseg.data.loader import load_prepared
+from sslseg.io import atomic_path, write_json
+from sslseg.metrics import EMPTY_POLICIES
+from sslseg.stats import HIGHER_BETTER, METRICS, cell_table, load_runs, paired_tests, seed_table
+
+__all__ = ["aggregate"]
+
+LABELS = {"dice": "Dice (%)", "jaccard": "Jaccard (%)", "hd95": "95HD", "asd": "ASD"}
+ALPHA = 0.05
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric in ("dice", "jaccard") else 1.0
+
+
+def _fmt(mean: float, std: float, metric: str) -> str:
+    s = _scale(metric)
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean * s:.2f} ± {std * s:.2f}" if not math.isnan(std) else f"{mean * s:.2f}"
+
+
+def _footer(bench: dict, unit: str) -> list[str]:
+    return [
+        f"Protocol: {bench['protocol']}; distances in {unit}"
+        + (" (no spacing passed, as SSL4MIS/BCP report)" if bench["protocol"] == "paper" else " (stored spacing)")
+        + ". Metrics: medpy 0.5.2 definitions (dc, jc; hd95 = 95th percentile of both directions' surface distances"
+          " pooled; asd directed prediction->reference; connectivity 1).",
+        f"Empty masks: policy '{bench['empty_policy']}': {EMPTY_POLICIES[bench['empty_policy']]}.",
+        f"Model selection: {bench['schedule']['selection']}"
+        + (" (best mean validation Dice)" if bench["schedule"]["selection"] == "val" else " (final iteration)")
+        + "; the test split is never used for selection.",
+        "Cells: mean ± std over seeds (ddof=1) of per-seed means over test cases (class means, then over classes).",
+        "Tests: per-case class mean averaged over seeds, method vs reference, paired t-test and Wilcoxon signed-rank,"
+        f" Holm-corrected per metric; * marks Holm-corrected Wilcoxon p < {ALPHA}.",
+    ]
+
+
+def _summary_txt(cells: pd.DataFrame, bench: dict, name: str, meta: dict, unit: str) -> str:
+    classes = list(meta["classes"].values())
+    tail = [meta["classes"][str(t)] for t in meta["tail"]]
+    out = [f"Benchmark {name}: dataset {meta['name']}, methods {', '.join(bench['methods'])}, "
+           f"seeds {bench['seeds']}, budgets {bench['labels']} ({meta['budget_unit']})",
+           f"Tail classes: {', '.join(tail) or 'none'}", ""]
+    header = f"{'':14s}" + "".join(f"{LABELS[m] + (' ' + unit if m in ('hd95', 'asd') else ''):>22s}" for m in METRICS)
+    for budget in bench["labels"]:
+        for method in bench["methods"]:
+            sub = cells[(cells["method"] == method) & (cells["budget"] == budget)].set_index("group")
+            n_seeds = int(sub["n_seeds"].max())
+            out += [f"== {method} | {budget} {meta['budget_unit']} | {n_seeds} seed(s) ==", header]
+            for group in classes + ["overall"] + (["tail"] if tail else []):
+                if group not in sub.index:
+                    continue
+                r = sub.loc[group]
+                out.append(f"{group:14s}" + "".join(f"{_fmt(r[m + '_mean'], r[m + '_std'], m):>22s}" for m in METRICS)
+                           + (f"   ({int(r['n_excluded'])} excluded)" if r["n_excluded"] else ""))
+            out.append("")
+    return "\n".join(out + _footer(bench, unit)) + "\n"
+
+
+def _paper_rows(cells: pd.DataFrame, pvals: pd.DataFrame, bench: dict, meta: dict) -> list[list[str]]:
+    """Rows of the paper table with (text, bold) cells: methods x budgets, overall metrics."""
+    overall = cells[cells["group"] == "overall"]
+    rows = []
+    for budget in bench["labels"]:
+        sub = overall[overall["budget"] == budget].set_index("method")
+        best = {m: (sub[m + "_mean"].idxmax() if HIGHER_BETTER[m] else sub[m + "_mean"].idxmin()) for m in METRICS}
+        for method in bench["methods"]:
+            r = sub.loc[method]
+            cells_ = []
+            for m in METRICS:
+                p = pvals[(pvals["method"] == method) & (pvals["budget"] == budget) & (pvals["metric"] == m)]
+                star = "*" if len(p) and p["p_wilcoxon_holm"].iloc[0] < ALPHA else ""
+                cells_.append((_fmt(r[m + "_mean"], r[m + "_std"], m) + star, method == best[m]))
+            rows.append([(method, False), (f"{budget}", False)] + cells_)
+    return rows
+
+
+def _table_md(rows, meta, unit, bench) -> str:
+    head = ["Method", f"Labelled ({meta['budget_unit']})"] + [
+        LABELS[m] + (f" ({unit})" if m in ("hd95", "asd") else "") for m in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in r) + " |")
+    return "\n".join(lines + [""] + [f"{x}  " for x in _footer(bench, unit)]) + "\n"
+
+
+def _table_tex(rows, meta, unit, bench) -> str:
+    esc = lambda s: s.replace("_", r"\_").replace("±", r"$\pm$").replace("*", r"$^{*}$")  # noqa: E731
+    head = ["Method", "Labelled"] + [LABELS[m].replace("%", r"\%") + (f" ({unit})" if m in ("hd95", "asd") else "")
+                                     for m in METRICS]
+    lines = [r"\begin{tabular}{ll" + "c" * len(METRICS) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    last = None
+    for r in rows:
+        if last is not None and r[1][0] != last:
+            lines.append(r"\midrule")
+        last = r[1][0]
+        lines.append(" & ".join(rf"\textbf{{{esc(t)}}}" if b else esc(t) for t, b in r) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", "% " + "\n% ".join(_footer(bench, unit))]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def aggregate(bench: dict, name: str, results: Path, prepared: Path, out: Path | None = None) -> None:
+    results, out = Path(results), Path(out or results)
+    meta, _ = load_prepared(prepared)
+    per_case = load_runs(results, bench)
+    unit = str(per_case["unit"].iloc[0])
+    seeds = seed_table(per_case, list(meta["tail"]))
+    cells = cell_table(seeds)
+    pvals = paired_tests(per_case, bench["reference"])
+    with atomic_path(out / "per_case.csv") as tmp:
+        per_case.to_csv(tmp, index=False)
+    with atomic_path(out / "pvalues.csv") as tmp:
+        pvals.to_csv(tmp, index=False)
+    summary = {"benchmark": name, "dataset": meta["name"], "protocol": bench["protocol"], "unit": unit,
+               "empty_policy": bench["empty_policy"], "selection": bench["schedule"]["selection"],
+               "reference": bench["reference"], "std_ddof": 1, "notes": _footer(bench, unit),
+               "cells": cells.replace({np.nan: None}).to_dict(orient="records"),
+               "per_seed": seeds.replace({np.nan: None}).to_dict(orient="records"),
+               "pvalues": pvals.replace({np.nan: None}).to_dict(orient="records")}
+    write_json(out / "summary.json", summary)
+    rows = _paper_rows(cells, pvals, bench, meta)
+    _write_text(out / "table.md", _table_md(rows, meta, unit, bench))
+    _write_text(out / "table.tex", _table_tex(rows, meta, unit, bench))
+    with atomic_path(out / "tables.xlsx") as tmp:
+        with pd.ExcelWriter(tmp, engine="openpyxl") as xw:
+            cells[cells["group"] == "overall"].to_excel(xw, sheet_name="overall", index=False)
+            cells[cells["group"] != "overall"].to_excel(xw, sheet_name="per_class", index=False)
+            seeds.to_excel(xw, sheet_name="per_seed", index=False)
+            pvals.to_excel(xw, sheet_name="pvalues", index=False)
+            pd.DataFrame({"note": _footer(bench, unit)}).to_excel(xw, sheet_name="protocol", index=False)
+    _write_text(out / "summary.txt", _summary_txt(cells, bench, name, meta, unit))

@@ -1,0 +1,106 @@
+"""Aggregation over cases, classes and seeds, and paired tests against the benchmark's reference method.
+
+* Per seed: per class, the mean over test cases (cases whose value is NaN under the empty policy are excluded and
+  counted); "overall" = mean over all foreground classes of those class means, "tail" = mean over the dataset's
+  tail classes (the SSL4MIS/BCP order: over volumes, then over classes).
+* Table cell: mean +- std over seeds (ddof = 1; one seed gives no std).
+* Paired tests: per case, the class mean averaged over seeds, method vs reference, paired t-test (scipy
+  ``ttest_rel``) and Wilcoxon signed-rank (``wilcoxon``, zero_method 'wilcox'); Holm correction
+  (statsmodels ``multipletests(method='holm')``) across all comparisons of one metric in the benchmark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from sslseg import SslsegError
+
+__all__ = ["METRICS", "HIGHER_BETTER", "load_runs", "seed_table", "cell_table", "paired_tests"]
+
+METRICS = ["dice", "jaccard", "hd95", "asd"]
+HIGHER_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
+
+
+def load_runs(results: Path, bench: dict) -> pd.DataFrame:
+    """All ``{method}/l{budget}/seed{seed}/metrics.csv`` of a benchmark as one long table; all must exist."""
+    frames, missing = [], []
+    for method in bench["methods"]:
+        for budget in bench["labels"]:
+            for seed in bench["seeds"]:
+                path = Path(results) / method / f"l{budget}" / f"seed{seed}" / "metrics.csv"
+                if not path.is_file():
+                    missing.append(str(path))
+                    continue
+                df = pd.read_csv(path)
+                df.insert(0, "seed", seed)
+                df.insert(0, "budget", budget)
+                df.insert(0, "method", method)
+                frames.append(df)
+    if missing:
+        raise SslsegError(f"missing metrics for {len(missing)} run(s): {', '.join(missing[:3])}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_table(per_case: pd.DataFrame, tail: list[int]) -> pd.DataFrame:
+    """Per method x budget x seed x group (a class name, 'overall', 'tail'): metric means and case counts."""
+    keys = ["method", "budget", "seed"]
+    g = per_case.groupby(keys + ["cls", "class_name"], sort=False)
+    per_class = g[METRICS].mean()  # pandas skips NaN: excluded cases
+    per_class["n_cases"] = g.size()
+    per_class["n_excluded"] = g["hd95"].apply(lambda s: int(s.isna().sum()))
+    per_class["n_both_empty"] = g["status"].apply(lambda s: int((s == "both_empty").sum()))
+    per_class = per_class.reset_index()
+    groups = [per_class.assign(group=per_class["class_name"])]
+    for name, sel in (("overall", per_class), ("tail", per_class[per_class["cls"].isin(tail)])):
+        if len(sel):
+            agg = sel.groupby(keys, sort=False).agg({**{m: "mean" for m in METRICS}, "n_cases": "max",
+                                                    "n_excluded": "sum", "n_both_empty": "sum"}).reset_index()
+            groups.append(agg.assign(group=name, cls=-1 if name == "overall" else -2, class_name=name))
+    return pd.concat(groups, ignore_index=True)
+
+
+def cell_table(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (ddof=1) over seeds per method x budget x group x metric."""
+    g = seeds.groupby(["method", "budget", "group"], sort=False)
+    out = g[METRICS].agg(["mean", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan])
+    out.columns = [f"{m}_{'mean' if s == 'mean' else 'std'}" for m, s in out.columns]
+    out["n_seeds"] = g.size()
+    out["n_cases"] = g["n_cases"].max()
+    out["n_excluded"] = g["n_excluded"].sum()
+    return out.reset_index()
+
+
+def paired_tests(per_case: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each method vs ``reference`` per budget and metric on per-case class means averaged over seeds."""
+    case = per_case.groupby(["method", "budget", "seed", "case"])[METRICS].mean()
+    case = case.groupby(["method", "budget", "case"])[METRICS].mean().reset_index()
+    rows = []
+    for (method, budget), sub in case.groupby(["method", "budget"], sort=False):
+        if method == reference:
+            continue
+        ref = case[(case["method"] == reference) & (case["budget"] == budget)]
+        both = sub.merge(ref, on="case", suffixes=("", "_ref"))
+        for m in METRICS:
+            pair = both[[m, f"{m}_ref"]].dropna()
+            a, b = pair[m].to_numpy(), pair[f"{m}_ref"].to_numpy()
+            diff = np.round(a - b, 12)
+            t_p = float(sps.ttest_rel(a, b).pvalue) if len(a) > 1 and np.any(diff) else np.nan
+            w_p = float(sps.wilcoxon(diff).pvalue) if len(a) > 1 and np.any(diff) else np.nan
+            rows.append(dict(method=method, reference=reference, budget=budget, metric=m, n=len(a),
+                             n_excluded=len(both) - len(a), mean=float(a.mean()) if len(a) else np.nan,
+                             mean_ref=float(b.mean()) if len(a) else np.nan,
+                             mean_diff=float(diff.mean()) if len(a) else np.nan, p_ttest=t_p, p_wilcoxon=w_p))
+    out = pd.DataFrame(rows, columns=["method", "reference", "budget", "metric", "n", "n_excluded", "mean",
+                                      "mean_ref", "mean_diff", "p_ttest", "p_wilcoxon"])
+    for col in ("p_ttest", "p_wilcoxon"):
+        out[f"{col}_holm"] = np.nan
+        for m in METRICS:
+            sel = (out["metric"] == m) & out[col].notna()
+            if sel.any():
+                out.loc[sel, f"{col}_holm"] = multipletests(out.loc[sel, col], method="holm")[1]
+    return out
