@@ -101,13 +101,49 @@ def read_case(path: str | os.PathLike, labels: bool = True, n_classes: int | Non
     return Case(image.astype(np.float32), None if label is None else label.astype(np.uint8), spacing, origin, direction)
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """SimpleITK reads truncated NIfTI files without complaint (missing voxels become 0), so check that the
+    (decompressed) file holds the whole voxel block its header announces."""
+    import gzip
+    import struct
+
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise SslsegError(f"{path}: malformed NIfTI (truncated or corrupt compression: {e})") from None
+    for endian in "<>":
+        if len(data) >= 348 and struct.unpack(endian + "i", data[:4])[0] == 348:  # NIfTI-1
+            dim = struct.unpack(endian + "8h", data[40:56])
+            bitpix = struct.unpack(endian + "h", data[72:74])[0]
+            offset = int(struct.unpack(endian + "f", data[108:112])[0])
+            break
+        if len(data) >= 540 and struct.unpack(endian + "i", data[:4])[0] == 540:  # NIfTI-2
+            dim = struct.unpack(endian + "8q", data[16:80])
+            bitpix = struct.unpack(endian + "h", data[14:16])[0]
+            offset = int(struct.unpack(endian + "q", data[168:176])[0])
+            break
+    else:
+        raise SslsegError(f"{path}: malformed NIfTI (no NIfTI-1/2 header)")
+    if not 1 <= dim[0] <= 7:
+        raise SslsegError(f"{path}: malformed NIfTI (dim[0] = {dim[0]})")
+    need = offset + int(np.prod([max(d, 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
+    if len(data) < need:
+        raise SslsegError(f"{path}: malformed NIfTI (truncated: {len(data)} bytes, header needs {need})")
+
+
 def read_nifti(path: str | os.PathLike) -> Case:
-    """Read a NIfTI image (label=None) with its geometry; a malformed file raises SslsegError."""
+    """Read a NIfTI image (label=None) with its geometry; a malformed or truncated file raises SslsegError."""
     import SimpleITK as sitk
 
     path = Path(path)
     if not path.is_file():
         raise SslsegError(f"{path}: NIfTI file is missing")
+    if path.name.endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:

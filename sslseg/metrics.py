@@ -8,7 +8,8 @@ Definitions (medpy 0.5.2, ``medpy.metric.binary``):
 Both masks are cropped to the bounding box of their union first (with the same slice), which leaves every distance
 unchanged and saves most of the work.
 
-Empty masks: medpy returns 1.0 for dc/jc when both are empty and raises for distances if either is empty. Here
+Empty masks: medpy's dc/jc intend 1.0 when both are empty (under numpy 2 its dc gives NaN with a warning;
+``dc``/``jc`` here return 1.0, and ``case_metrics`` never scores two empty masks with them) and medpy raises for distances if either is empty. Here
 each case x class gets a ``status`` (``ok``, ``both_empty``, ``pred_empty``, ``ref_empty``) and the values follow
 a named policy (see ``EMPTY_POLICIES``); nothing is silently 0.
 """

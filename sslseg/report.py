@@ -14,7 +14,7 @@ import pandas as pd
 from sslseg.data.loader import load_prepared
 from sslseg.io import atomic_path, write_json
 from sslseg.metrics import EMPTY_POLICIES
-from sslseg.stats import HIGHER_BETTER, METRICS, cell_table, load_runs, paired_tests, seed_table
+from sslseg.stats import HIGHER_BETTER, METRICS, cell_table, load_runs, load_wall_times, paired_tests, seed_table
 
 __all__ = ["aggregate"]
 
@@ -49,7 +49,7 @@ def _footer(bench: dict, unit: str) -> list[str]:
     ]
 
 
-def _summary_txt(cells: pd.DataFrame, bench: dict, name: str, meta: dict, unit: str) -> str:
+def _summary_txt(cells: pd.DataFrame, walls: pd.DataFrame, bench: dict, name: str, meta: dict, unit: str) -> str:
     classes = list(meta["classes"].values())
     tail = [meta["classes"][str(t)] for t in meta["tail"]]
     out = [f"Benchmark {name}: dataset {meta['name']}, methods {', '.join(bench['methods'])}, "
@@ -68,6 +68,10 @@ def _summary_txt(cells: pd.DataFrame, bench: dict, name: str, meta: dict, unit: 
                 out.append(f"{group:14s}" + "".join(f"{_fmt(r[m + '_mean'], r[m + '_std'], m):>22s}" for m in METRICS)
                            + (f"   ({int(r['n_excluded'])} excluded)" if r["n_excluded"] else ""))
             out.append("")
+    out.append("Training wall time per run (mean over seeds, device):")
+    for (method, budget), w in walls.groupby(["method", "budget"], sort=False):
+        out.append(f"  {method:14s} {budget:>4}: {w['wall_time_s'].mean() / 60:7.1f} min  ({', '.join(sorted(set(w['device'])))})")
+    out.append("")
     return "\n".join(out + _footer(bench, unit)) + "\n"
 
 
@@ -126,6 +130,7 @@ def aggregate(bench: dict, name: str, results: Path, prepared: Path, out: Path |
     seeds = seed_table(per_case, list(meta["tail"]))
     cells = cell_table(seeds)
     pvals = paired_tests(per_case, bench["reference"])
+    walls = load_wall_times(results, bench)
     with atomic_path(out / "per_case.csv") as tmp:
         per_case.to_csv(tmp, index=False)
     with atomic_path(out / "pvalues.csv") as tmp:
@@ -135,7 +140,8 @@ def aggregate(bench: dict, name: str, results: Path, prepared: Path, out: Path |
                "reference": bench["reference"], "std_ddof": 1, "notes": _footer(bench, unit),
                "cells": cells.replace({np.nan: None}).to_dict(orient="records"),
                "per_seed": seeds.replace({np.nan: None}).to_dict(orient="records"),
-               "pvalues": pvals.replace({np.nan: None}).to_dict(orient="records")}
+               "pvalues": pvals.replace({np.nan: None}).to_dict(orient="records"),
+               "wall_times": walls.to_dict(orient="records")}
     write_json(out / "summary.json", summary)
     rows = _paper_rows(cells, pvals, bench, meta)
     _write_text(out / "table.md", _table_md(rows, meta, unit, bench))
@@ -146,5 +152,6 @@ def aggregate(bench: dict, name: str, results: Path, prepared: Path, out: Path |
             cells[cells["group"] != "overall"].to_excel(xw, sheet_name="per_class", index=False)
             seeds.to_excel(xw, sheet_name="per_seed", index=False)
             pvals.to_excel(xw, sheet_name="pvalues", index=False)
+            walls.to_excel(xw, sheet_name="wall_times", index=False)
             pd.DataFrame({"note": _footer(bench, unit)}).to_excel(xw, sheet_name="protocol", index=False)
-    _write_text(out / "summary.txt", _summary_txt(cells, bench, name, meta, unit))
+    _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit))

@@ -20,7 +20,7 @@ from statsmodels.stats.multitest import multipletests
 
 from sslseg import SslsegError
 
-__all__ = ["METRICS", "HIGHER_BETTER", "load_runs", "seed_table", "cell_table", "paired_tests"]
+__all__ = ["METRICS", "HIGHER_BETTER", "load_runs", "load_wall_times", "seed_table", "cell_table", "paired_tests"]
 
 METRICS = ["dice", "jaccard", "hd95", "asd"]
 HIGHER_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
@@ -44,6 +44,23 @@ def load_runs(results: Path, bench: dict) -> pd.DataFrame:
     if missing:
         raise SslsegError(f"missing metrics for {len(missing)} run(s): {', '.join(missing[:3])}")
     return pd.concat(frames, ignore_index=True)
+
+
+def load_wall_times(results: Path, bench: dict) -> pd.DataFrame:
+    """Training wall time (s) and selected iteration of every run, from its provenance.json."""
+    import json
+
+    rows = []
+    for method in bench["methods"]:
+        for budget in bench["labels"]:
+            for seed in bench["seeds"]:
+                path = Path(results) / method / f"l{budget}" / f"seed{seed}" / "provenance.json"
+                if not path.is_file():
+                    raise SslsegError(f"{path}: missing (train the run first)")
+                prov = json.loads(path.read_text())
+                rows.append(dict(method=method, budget=budget, seed=seed, wall_time_s=prov["wall_time_s"],
+                                 selected_iteration=prov["selected_iteration"], device=prov["device"]))
+    return pd.DataFrame(rows)
 
 
 def seed_table(per_case: pd.DataFrame, tail: list[int]) -> pd.DataFrame:

@@ -106,7 +106,8 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
     make_model = lambda: build_model(bench["model"], dims, 1, n_classes).to(dev)  # noqa: E731
     m = METHODS[method](make_model, params, sched["iterations"], n_classes)
     sampler = TwoStreamSampler(prepared, budget, sched["patch"], dims, n_classes, sched["batch_labelled"],
-                               sched["batch_unlabelled"] if m.uses_unlabelled else 0, rng)
+                               sched["batch_unlabelled"] if m.uses_unlabelled else 0, rng,
+                               sched["fg_oversample"])
     if m.uses_unlabelled and not sampler.batch_u:
         raise SslsegError(f"method {method!r} needs unlabelled data: set schedule/batch_unlabelled > 0")
     opt = torch.optim.SGD(m.parameters(), lr=sched["lr"], momentum=sched["momentum"],

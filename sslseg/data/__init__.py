@@ -35,6 +35,7 @@ class DatasetSpec:
     download: Callable[[str, Path], None]  # (source, raw_dir)
     preprocess: Callable[["DatasetSpec", Path, Path], None]  # (spec, raw_dir, out_dir)
     budgets: tuple[int, ...] = field(default=())  # budgets with a frozen labelled list
+    mirror: bool = True  # 3D flips/rot90 allowed; False where left/right organs must stay apart
 
     @property
     def n_classes(self) -> int:

@@ -3,7 +3,8 @@
 2D (SSL4MIS ``RandomGenerator``, BCP variant): with p 0.5 rot90 (k in 0..3) + flip; otherwise with p 0.5 a
 rotation by an integer angle in [-20, 20) (order 0); then zoom to the patch size (order 0).
 3D: random crop of the patch (zero padding where the volume is smaller) + random flips, as UA-MT's
-``RandomCrop``/``RandomRotFlip`` (rot90 only in the axial plane, and only when that plane is square).
+``RandomCrop``/``RandomRotFlip`` (rot90 only in the axial plane, and only when that plane is square); datasets
+with left/right organ pairs (dataset.json ``mirror: false``) get crops only, so laterality stays learnable.
 Every random draw comes from one ``numpy.random.Generator``, so the stream is fixed by the seed.
 """
 
@@ -49,13 +50,19 @@ def _augment_2d(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray, patc
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
-def _augment_3d(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray, patch) -> tuple[np.ndarray, np.ndarray]:
+def _augment_3d(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray, patch,
+                centre: np.ndarray | None = None, mirror: bool = True) -> tuple[np.ndarray, np.ndarray]:
     pad = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(img.shape, patch)]
     if any(sum(p) for p in pad):
         img, lab = np.pad(img, pad), np.pad(lab, pad)
-    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(img.shape, patch)]
+    if centre is None:
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(img.shape, patch)]
+    else:  # crop around a given voxel, kept inside the volume
+        start = [int(min(max(c + pb[0] - p // 2, 0), s - p)) for c, pb, s, p in zip(centre, pad, img.shape, patch)]
     sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
     img, lab = img[sl], lab[sl]
+    if not mirror:
+        return np.ascontiguousarray(img), np.ascontiguousarray(lab)
     if patch[1] == patch[2]:
         k = int(rng.integers(0, 4))
         img, lab = np.rot90(img, k, axes=(1, 2)), np.rot90(lab, k, axes=(1, 2))
@@ -66,10 +73,15 @@ def _augment_3d(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray, patc
 
 
 class TwoStreamSampler:
-    """Labelled and unlabelled streams, each an endless sequence of reshuffled passes (TwoStreamBatchSampler)."""
+    """Labelled and unlabelled streams, each an endless sequence of reshuffled passes (TwoStreamBatchSampler).
+
+    3D only: with probability ``fg_oversample`` a labelled patch is centred on a voxel of a foreground class drawn
+    uniformly among the classes present (nnU-Net's class-balanced oversampling, 1/3 there). Unlabelled patches are
+    always random crops: their labels are never read.
+    """
 
     def __init__(self, prepared: Path, budget: int, patch, dims: int, n_classes: int,
-                 batch_l: int, batch_u: int, rng: np.random.Generator) -> None:
+                 batch_l: int, batch_u: int, rng: np.random.Generator, fg_oversample: float = 0.0) -> None:
         meta, cases = load_prepared(prepared)
         col = f"labelled_{budget}"
         if col not in cases.columns:
@@ -77,14 +89,19 @@ class TwoStreamSampler:
             raise SslsegError(f"{Path(prepared) / 'cases.csv'}: no label budget {budget} (budgets: {', '.join(have)})")
         train = cases[cases["split"] == "train"]
         self.patch, self.dims, self.rng = tuple(patch), dims, rng
+        self.mirror = bool(meta.get("mirror", True))
         if len(self.patch) != dims:
             raise SslsegError(f"schedule/patch {list(patch)} has {len(patch)} axes; dataset is {dims}D")
-        load = lambda ids: [read_case(Path(prepared) / "cases" / f"{c}.h5", n_classes=n_classes) for c in ids]  # noqa: E731
-        self.lab = load(train.loc[train[col], "case"])
-        self.unl = load(train.loc[~train[col], "case"]) if batch_u else []
+        folder = Path(prepared) / "cases"
+        self.lab = [read_case(folder / f"{c}.h5", n_classes=n_classes) for c in train.loc[train[col], "case"]]
+        self.unl = [read_case(folder / f"{c}.h5", labels=False) for c in train.loc[~train[col], "case"]] if batch_u else []
         if not self.lab:
             raise SslsegError(f"{Path(prepared) / 'cases.csv'}: budget {budget} selects no labelled case")
         self.batch_l, self.batch_u = batch_l, batch_u if self.unl else 0
+        self.fg_oversample = fg_oversample if dims == 3 else 0.0
+        self.fg_voxels = [{int(k): np.argwhere(c.label == k) for k in np.unique(c.label) if k} for c in self.lab]
+        for c in self.unl:
+            c.label = np.zeros_like(c.image, np.uint8)  # placeholder: unlabelled labels are never loaded
         self._queues: dict[str, list[int]] = {"l": [], "u": []}
 
     def _take(self, key: str, pool_size: int, n: int) -> list[int]:
@@ -94,18 +111,27 @@ class TwoStreamSampler:
         out, self._queues[key] = q[:n], q[n:]
         return out
 
-    def _batch(self, cases, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        aug = _augment_2d if self.dims == 2 else _augment_3d
-        pairs = [aug(self.rng, cases[i].image, cases[i].label, self.patch) for i in idx]
+    def _centre(self, i: int) -> np.ndarray | None:
+        if not self.fg_oversample or self.rng.random() >= self.fg_oversample or not self.fg_voxels[i]:
+            return None
+        vox = self.fg_voxels[i][int(self.rng.choice(sorted(self.fg_voxels[i])))]
+        return vox[int(self.rng.integers(0, len(vox)))]
+
+    def _batch(self, cases, idx, labelled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dims == 2:
+            pairs = [_augment_2d(self.rng, cases[i].image, cases[i].label, self.patch) for i in idx]
+        else:
+            pairs = [_augment_3d(self.rng, cases[i].image, cases[i].label, self.patch,
+                                 self._centre(i) if labelled else None, self.mirror) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].float()
         y = torch.from_numpy(np.stack([p[1] for p in pairs])).long()
         return x, y
 
     def next(self) -> dict[str, torch.Tensor]:
-        x_l, y_l = self._batch(self.lab, self._take("l", len(self.lab), self.batch_l))
+        x_l, y_l = self._batch(self.lab, self._take("l", len(self.lab), self.batch_l), True)
         batch = {"x_l": x_l, "y_l": y_l}
         if self.batch_u:
-            batch["x_u"] = self._batch(self.unl, self._take("u", len(self.unl), self.batch_u))[0]  # labels never leave
+            batch["x_u"] = self._batch(self.unl, self._take("u", len(self.unl), self.batch_u), False)[0]  # labels never leave
         return batch
 
     def state(self) -> dict:

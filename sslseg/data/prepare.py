@@ -84,6 +84,7 @@ def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict) ->
         "intensity": spec.intensity,
         "budget_unit": spec.budget_unit,
         "budgets": list(spec.budgets),
+        "mirror": spec.mirror,
         "spacing_convention": "mm, array axis order (z, y, x); h5 attrs 'spacing' are SimpleITK order (x, y, z)",
         **extra,
     })

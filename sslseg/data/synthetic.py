@@ -80,20 +80,20 @@ def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Case:
         return sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), c, r)) < 1
 
     body = ((yy - ny / 2) / (ny * 0.42)) ** 2 + ((xx - nx / 2) / (nx * 0.47)) ** 2 < 1
-    img = np.where(body, 30.0, -1000.0).astype(np.float32)
-    img += np.where(body, 15 * _smooth_field(rng, shape, 3), 0)
+    img = np.where(body, -80.0, -1000.0).astype(np.float32)  # abdominal fat, air outside
+    img += np.where(body, 25 * _smooth_field(rng, shape, 3), 0)
     spine = ((yy - ny * 0.75) ** 2 + (xx - nx / 2) ** 2) < 5**2
     img[spine] = 700
     lab = np.zeros(shape, np.uint8)
     liver_c = (nz * 0.45 + o(), ny * 0.45 + o(), nx * 0.3 + o())
     organs = [
-        (1, ell(liver_c, (j(nz * 0.35), j(ny * 0.22), j(nx * 0.2))), 60),
-        (2, ell((nz * 0.4 + o(), ny * 0.5 + o(), nx * 0.75 + o()), (j(nz * 0.2), j(ny * 0.12), j(nx * 0.09))), 50),
-        (3, ell((nz * 0.6 + o(), ny * 0.68 + o(), nx * 0.33 + o()), (j(nz * 0.16), j(5.5), j(4.5))), 160),
-        (4, ell((nz * 0.58 + o(), ny * 0.68 + o(), nx * 0.67 + o()), (j(nz * 0.16), j(5.5), j(4.5))), 160),
-        (5, ((yy - ny * 0.62 - o() / 2) ** 2 + (xx - nx * 0.52 - o() / 2) ** 2 < j(2.6) ** 2) & body, 220),
-        (6, ell((liver_c[0] + 4 + o(), ny * 0.38 + o(), liver_c[2] + 7 + o()), (j(3.0), j(2.4), j(2.2))), 15),
-        (7, ell((nz * 0.38 + o(), ny * 0.63 + o(), nx * 0.62 + o()), (j(2.5), j(1.8), j(1.7))), 45),
+        (1, ell(liver_c, (j(nz * 0.35), j(ny * 0.22), j(nx * 0.2))), 100),
+        (2, ell((nz * 0.4 + o(), ny * 0.5 + o(), nx * 0.75 + o()), (j(nz * 0.2), j(ny * 0.12), j(nx * 0.09))), 125),
+        (3, ell((nz * 0.6 + o(), ny * 0.68 + o(), nx * 0.33 + o()), (j(nz * 0.16), j(5.5), j(4.5))), 180),
+        (4, ell((nz * 0.58 + o(), ny * 0.68 + o(), nx * 0.67 + o()), (j(nz * 0.16), j(5.5), j(4.5))), 180),
+        (5, ((yy - ny * 0.62 - o() / 2) ** 2 + (xx - nx * 0.52 - o() / 2) ** 2 < j(2.6) ** 2) & body, 250),
+        (6, ell((liver_c[0] + 4 + o(), ny * 0.38 + o(), liver_c[2] + 7 + o()), (j(3.0), j(2.4), j(2.2))), 5),
+        (7, ell((nz * 0.38 + o(), ny * 0.63 + o(), nx * 0.62 + o()), (j(2.5), j(1.8), j(1.7))), 35),
     ]
     for cls, mask, hu in organs:
         if cls < 5:  # large organs do not overlap; aorta and the tiny organs are drawn on top
@@ -145,7 +145,8 @@ def _register() -> None:
     DATASETS.register("synth3d")(DatasetSpec(
         name="synth3d", classes=ORGANS, tail=(6, 7), dims=3, modality="CT (synthetic)",
         intensity="CT window [-160, 240] HU to [0, 1]", budget_unit="labelled volumes",
-        download=_download("synth3d"), preprocess=_preprocess(ct_window(-160, 240)), budgets=(2, 4)))
+        download=_download("synth3d"), preprocess=_preprocess(ct_window(-160, 240)), budgets=(2, 4),
+        mirror=False))
 
 
 _register()

@@ -72,7 +72,8 @@ def method_params(name: str, overrides: dict | None = None):
         if k not in fields:
             raise SslsegError(f"unknown hyper-parameter {k!r} for method {name!r} (known: {', '.join(fields) or 'none'})")
         default = fields[k].default
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(v, (int, float)):
+        numeric = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+        if numeric(default) and not numeric(v):
             raise SslsegError(f"hyper-parameter {k!r} of {name!r} must be a number, got {v!r}")
     return cls.Params(**overrides)
 

@@ -48,7 +48,7 @@ class MeanTeacher(Method):
             p_teacher = self.teacher(x_u + noise).softmax(1)
         loss_cons = torch.mean((logits[len(x_l):].softmax(1) - p_teacher) ** 2)
         w = self.consistency_weight(step)
-        return loss_sup + w * loss_cons, {"loss_sup": float(loss_sup), "loss_cons": float(loss_cons), "w_cons": w}
+        return loss_sup + w * loss_cons, {"loss_sup": loss_sup.item(), "loss_cons": loss_cons.item(), "w_cons": w}
 
     def after_step(self, step: int) -> None:
         ema_update(self.teacher, self.student, min(1 - 1 / (step + 1), self.p.ema_decay))

@@ -14,4 +14,4 @@ class Supervised(Method):
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         loss = sup_loss(self.student(batch["x_l"]), batch["y_l"])
-        return loss, {"loss_sup": float(loss)}
+        return loss, {"loss_sup": loss.item()}

@@ -1,0 +1,23 @@
+# sslseg workflow: download -> preprocess -> train -> infer -> evaluate -> aggregate.
+# `snakemake --cores 2` builds the summaries of config["targets"]; `results/{bench}/summary.txt` runs one benchmark.
+from snakemake.utils import min_version
+
+min_version("9.1")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,247 @@
+"""sslseg.config: the repository config, defaults, and error messages that name the offending key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslseg import SslsegError
+from sslseg.config import benchmark, config_hash, load_config
+from sslseg.methods import METHODS, method_params
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+
+BASE = {
+    "targets": ["b"],
+    "benchmarks": {
+        "b": {"dataset": "synth2d", "methods": ["supervised", "mean_teacher"], "labels": [1], "seeds": [0]},
+    },
+}
+
+
+def write(tmp_path, cfg) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    return path
+
+
+def edit(**bench) -> dict:
+    import copy
+
+    cfg = copy.deepcopy(BASE)
+    cfg["benchmarks"]["b"].update(bench)
+    return cfg
+
+
+def error(tmp_path, cfg) -> str:
+    path = write(tmp_path, cfg)
+    with pytest.raises(SslsegError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)), msg
+    assert "\n" not in msg
+    return msg
+
+
+# ---------------------------------------------------------------- valid configs
+
+def test_repository_config_is_valid_and_filled():
+    cfg = load_config(REPO_CONFIG)
+    assert cfg["targets"] == ["synth2d", "synth3d"]
+    s2, s3 = benchmark(cfg, "synth2d"), benchmark(cfg, "synth3d")
+    assert s2["protocol"] == "strict" and s3["protocol"] == "strict"
+    assert s2["empty_policy"] == "penalty"
+    assert s2["reference"] == "supervised"
+    assert s2["hparams"] == {}
+    assert cfg["sources"] == {}
+    # defaults fill what the file leaves out, and keep what it sets
+    assert s2["schedule"]["iterations"] == 600 and s2["schedule"]["patch"] == [64, 64]
+    assert s2["schedule"]["lr"] == 0.01 and s2["schedule"]["selection"] == "val"
+    assert s2["schedule"]["fg_oversample"] == 0.0
+    assert s2["inference"] == {"overlap": 0.5, "mode": "gaussian", "batch_size": 4}
+    assert s3["inference"]["batch_size"] == 2
+    assert s2["model"]["name"] == "unet" and s2["model"]["channels"] == [8, 16, 32, 64]
+    for b in (s2, s3):
+        assert set(b["methods"]) <= set(METHODS.names())
+
+
+def test_minimal_config_gets_all_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    b = cfg["benchmarks"]["b"]
+    assert b["protocol"] == "strict" and b["empty_policy"] == "penalty" and b["reference"] == "supervised"
+    assert b["model"] == {"name": "unet", "channels": [16, 32, 64, 128, 256], "dropout": [0.05, 0.1, 0.2, 0.3, 0.5]}
+    assert b["schedule"]["iterations"] == 30000 and b["schedule"]["batch_labelled"] == 12
+    assert b["schedule"]["val_every"] == 200 and b["schedule"]["ckpt_every"] == 200
+    assert b["inference"]["mode"] == "gaussian"
+
+
+def test_config_hash_is_stable_and_sensitive(tmp_path):
+    a = load_config(write(tmp_path, BASE))["benchmarks"]["b"]
+    b = load_config(write(tmp_path, BASE))["benchmarks"]["b"]
+    assert config_hash(a) == config_hash(b) and len(config_hash(a)) == 16
+    b["seeds"] = [1]
+    assert config_hash(a) != config_hash(b)
+
+
+def test_targets_may_be_omitted(tmp_path):
+    cfg = dict(BASE)
+    del cfg["targets"]
+    load_config(write(tmp_path, cfg))
+
+
+# ---------------------------------------------------------------- errors naming the offending key
+
+def test_unknown_top_level_key(tmp_path):
+    msg = error(tmp_path, {**BASE, "benchmark": {}})
+    assert "'benchmark'" in msg and "(top level)" in msg
+
+
+def test_unknown_benchmark_key(tmp_path):
+    msg = error(tmp_path, edit(seed=[0]))
+    assert "benchmarks/b" in msg and "'seed'" in msg
+
+
+def test_unknown_schedule_key(tmp_path):
+    msg = error(tmp_path, edit(schedule={"iters": 10}))
+    assert "benchmarks/b/schedule" in msg and "'iters'" in msg
+
+
+def test_wrong_type(tmp_path):
+    msg = error(tmp_path, edit(labels="three"))
+    assert "benchmarks/b/labels" in msg and "'three'" in msg
+
+
+@pytest.mark.parametrize("bench,where", [
+    (dict(labels=[0]), "benchmarks/b/labels/0"),
+    (dict(seeds=[0, 0]), "benchmarks/b/seeds"),
+    (dict(protocol="lenient"), "benchmarks/b/protocol"),
+    (dict(empty_policy="skip"), "benchmarks/b/empty_policy"),
+    (dict(inference={"overlap": 1.0}), "benchmarks/b/inference/overlap"),
+    (dict(schedule={"patch": [64, 4]}), "benchmarks/b/schedule/patch/1"),
+    (dict(methods=[]), "benchmarks/b/methods"),
+])
+def test_schema_violations_name_the_path(tmp_path, bench, where):
+    assert f"invalid value at {where}:" in error(tmp_path, edit(**bench))
+
+
+def test_missing_required_key(tmp_path):
+    cfg = edit()
+    del cfg["benchmarks"]["b"]["seeds"]
+    msg = error(tmp_path, cfg)
+    assert "benchmarks/b" in msg and "'seeds'" in msg
+
+
+def test_unknown_dataset(tmp_path):
+    msg = error(tmp_path, edit(dataset="acdc_typo"))
+    assert "benchmarks/b/dataset" in msg and "'acdc_typo'" in msg and "synth2d" in msg
+
+
+def test_unknown_method(tmp_path):
+    msg = error(tmp_path, edit(methods=["supervised", "bcp"]))
+    assert "benchmarks/b/methods" in msg and "'bcp'" in msg and "mean_teacher" in msg
+
+
+def test_unknown_model(tmp_path):
+    msg = error(tmp_path, edit(model={"name": "vnet"}))
+    assert "benchmarks/b/model/name" in msg and "'vnet'" in msg
+
+
+def test_reference_not_in_methods(tmp_path):
+    msg = error(tmp_path, edit(methods=["mean_teacher"]))  # reference defaults to supervised
+    assert "benchmarks/b/reference" in msg and "'supervised'" in msg
+    msg = error(tmp_path, edit(reference="mean_teacher", methods=["supervised"]))
+    assert "benchmarks/b/reference" in msg and "'mean_teacher'" in msg
+
+
+def test_channels_dropout_length_mismatch(tmp_path):
+    msg = error(tmp_path, edit(model={"channels": [8, 16]}))
+    assert "benchmarks/b/model" in msg and "dropout" in msg
+
+
+def test_val_selection_needs_validation(tmp_path):
+    msg = error(tmp_path, edit(schedule={"val_every": 0}))
+    assert "benchmarks/b/schedule" in msg and "val_every" in msg
+    load_config(write(tmp_path, edit(schedule={"val_every": 0, "selection": "last"})))
+
+
+def test_unknown_hparams_key(tmp_path):
+    msg = error(tmp_path, edit(hparams={"mean_teacher": {"ema_decay": 0.9, "ema_decy": 0.5}}))
+    assert "benchmarks/b/hparams/mean_teacher" in msg and "'ema_decy'" in msg
+    assert "ema_decay" in msg  # the known names are listed
+
+
+def test_hparams_for_unknown_method_and_wrong_type(tmp_path):
+    msg = error(tmp_path, edit(hparams={"uamt": {}}))
+    assert "benchmarks/b/hparams" in msg and "'uamt'" in msg
+    msg = error(tmp_path, edit(hparams={"mean_teacher": {"consistency": "high"}}))
+    assert "benchmarks/b/hparams/mean_teacher" in msg and "'consistency'" in msg
+
+
+def test_hparams_are_kept(tmp_path):
+    cfg = load_config(write(tmp_path, edit(hparams={"mean_teacher": {"ema_decay": 0.9}})))
+    assert cfg["benchmarks"]["b"]["hparams"] == {"mean_teacher": {"ema_decay": 0.9}}
+
+
+def test_unknown_target(tmp_path):
+    msg = error(tmp_path, {**BASE, "targets": ["b", "c"]})
+    assert "targets" in msg and "'c'" in msg
+
+
+def test_bad_benchmark_name(tmp_path):
+    cfg = {"targets": [], "benchmarks": {"bad name": BASE["benchmarks"]["b"]}}
+    assert "bad name" in error(tmp_path, cfg)
+
+
+@pytest.mark.parametrize("text", ["benchmarks: [unclosed\n", "benchmarks:\n  b: {dataset: synth2d\n", "a: b: c\n"])
+def test_bad_yaml(tmp_path, text):
+    assert "not valid YAML" in error(tmp_path, text)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", ""])
+def test_top_level_not_a_mapping(tmp_path, text):
+    assert "mapping" in error(tmp_path, text)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SslsegError, match="missing") as e:
+        load_config(tmp_path / "none.yaml")
+    assert "none.yaml" in str(e.value)
+
+
+def test_unknown_benchmark_lookup():
+    cfg = load_config(REPO_CONFIG)
+    with pytest.raises(SslsegError, match="'synth4d'") as e:
+        benchmark(cfg, "synth4d")
+    assert "synth2d" in str(e.value)
+
+
+# ---------------------------------------------------------------- method registry
+
+def test_method_registry_names():
+    names = METHODS.names()
+    assert "supervised" in names and "mean_teacher" in names
+    assert names == sorted(names)
+    assert "supervised" in METHODS and "nosuch" not in METHODS
+    with pytest.raises(SslsegError, match="unknown method 'nosuch'"):
+        METHODS["nosuch"]
+
+
+def test_method_params_applies_overrides():
+    default = method_params("mean_teacher")
+    p = method_params("mean_teacher", {"ema_decay": 0.9, "consistency": 2})
+    assert p.ema_decay == 0.9 and p.consistency == 2
+    for f in dataclasses.fields(p):
+        if f.name not in ("ema_decay", "consistency"):
+            assert getattr(p, f.name) == getattr(default, f.name)
+    assert default.ema_decay == 0.99 and default.consistency == 0.1
+    assert method_params("mean_teacher", None) == default
+    assert method_params("supervised", {}) == method_params("supervised")
+    with pytest.raises(SslsegError, match="'ema_decy'"):
+        method_params("mean_teacher", {"ema_decy": 0.9})
+    with pytest.raises(SslsegError, match="must be a number"):
+        method_params("mean_teacher", {"noise_std": "0.1"})
+    with pytest.raises(SslsegError, match="none"):
+        method_params("supervised", {"lr": 0.1})

@@ -1,0 +1,140 @@
+"""The trainer: smoke runs per method and dimensionality, determinism, resume, provenance; Mean Teacher's
+mechanism on tiny tensors."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from sslseg.methods import METHODS, method_params
+from sslseg.methods.common import dice_loss, ema_update, sigmoid_rampup
+from sslseg.train import poly_lr, train
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("bench", ["synth2d", "synth3d"])
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains(tiny, prepared, tmp_path, bench, method):
+    b = tiny[bench]
+    out = train(b, bench, method, b["labels"][0], 0, prepared[bench], tmp_path / "run")
+    assert out == tmp_path / "run" / "model.pt"
+    log = pd.read_csv(tmp_path / "run" / "train_log.csv")
+    assert len(log) == b["schedule"]["iterations"] and log["loss"].map(math.isfinite).all()
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    for key in ("config_hash", "seed", "versions", "git_commit", "device", "wall_time_s", "selected_iteration"):
+        assert key in prov
+    assert not (tmp_path / "run" / ".resume").exists()
+    # parameters moved away from the initialisation
+    torch.manual_seed(0)
+    assert any(not torch.equal(v, _weights(out)[k]) for k, v in _init_state(b, prepared[bench]).items()
+               if v.dtype.is_floating_point)
+
+
+def _init_state(b, prepared):
+    import json as j
+
+    from sslseg.models import build_model
+    from sslseg.train import seed_everything
+
+    meta = j.loads((prepared / "dataset.json").read_text())
+    seed_everything(0)
+    return build_model(b["model"], meta["dims"], 1, len(meta["classes"]) + 1).state_dict()
+
+
+def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
+    b = tiny["synth2d"]
+    a = train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "a")
+    c = train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "c")
+    d = train(b, "t", "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "d")
+    wa, wc, wd = _weights(a), _weights(c), _weights(d)
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wd[k]) for k in wa if wa[k].dtype.is_floating_point)
+
+
+@pytest.mark.parametrize("bench", ["synth2d", "synth3d"])
+def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench):
+    b = tiny[bench]
+    b["schedule"]["selection"] = "last"
+    full = train(b, "t", "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "full")
+    resume = train(b, "t", "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
+    assert resume.name == "state.pt" and not (tmp_path / "cut" / "model.pt").exists()
+    cut = train(b, "t", "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "cut")
+    wf, wc = _weights(full), _weights(cut)
+    assert all(torch.equal(wf[k], wc[k]) for k in wf)
+    lf = pd.read_csv(tmp_path / "full" / "train_log.csv")
+    lc = pd.read_csv(tmp_path / "cut" / "train_log.csv")
+    assert lf["loss"].tolist() == lc["loss"].tolist()
+
+
+def test_resume_state_of_another_config_is_ignored(tiny, prepared, tmp_path):
+    b = tiny["synth2d"]
+    train(b, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "r", stop_after=5)
+    b2 = dict(b, schedule=dict(b["schedule"], lr=0.02))
+    train(b2, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "r")
+    fresh = train(b2, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "fresh")
+    w1, w2 = _weights(tmp_path / "r" / "model.pt"), _weights(fresh)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_poly_lr_and_rampup():
+    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
+    assert sigmoid_rampup(150, 100) == 1.0
+
+
+def test_dice_loss_by_hand():
+    probs = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # (B=1, C=2, 1, 2): perfect prediction of [0, 1]
+    assert float(dice_loss(probs, torch.tensor([[[0, 1]]]))) == pytest.approx(0.0, abs=1e-6)
+    # all mass on class 0 for target [0, 1]: class 0: 1 - 2*1/(2+1); class 1: 1 - 0/(0+1)
+    probs = torch.tensor([[[[1.0, 1.0]], [[0.0, 0.0]]]])
+    expect = ((1 - 2 / 3) + 1) / 2
+    assert float(dice_loss(probs, torch.tensor([[[0, 1]]]))) == pytest.approx(expect, abs=1e-5)
+
+
+def test_mean_teacher_schedule_and_ema():
+    make = lambda: torch.nn.Conv2d(1, 2, 1)  # noqa: E731
+    mt = METHODS["mean_teacher"](make, method_params("mean_teacher"), 30000, 2)
+    assert mt.consistency_weight(999) == 0.0  # SSL4MIS: off before iteration 1000 of 30000
+    assert mt.consistency_weight(1000) == pytest.approx(0.1 * math.exp(-5 * (1 - 1000 / 30000) ** 2))
+    assert mt.consistency_weight(30000) == pytest.approx(0.1)
+    teacher_before = mt.teacher.weight.detach().clone()
+    with torch.no_grad():
+        mt.student.weight.add_(1.0)
+    mt.after_step(0)  # decay min(1 - 1/1, 0.99) = 0: teacher := student
+    assert torch.equal(mt.teacher.weight, mt.student.weight)
+    with torch.no_grad():
+        mt.student.weight.add_(1.0)
+    mt.after_step(1000)  # decay 0.99
+    assert torch.allclose(mt.teacher.weight, 0.99 * (teacher_before + 1) + 0.01 * (teacher_before + 2))
+    assert not any(p.requires_grad for p in mt.teacher.parameters())
+
+
+def test_ema_update_parameters_only():
+    a, b = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        b.weight.fill_(3.0)
+        b.running_mean.fill_(5.0)
+    ema_update(a, b, 0.5)
+    assert torch.allclose(a.weight, torch.full((2,), 2.0)) and torch.equal(a.running_mean, torch.zeros(2))
+
+
+def test_mean_teacher_consistency_uses_unlabelled_only():
+    """The consistency term compares student and teacher softmaxes on x_u; a teacher equal to the student and zero
+    noise gives zero consistency loss, whatever the labelled batch holds."""
+    make = lambda: torch.nn.Conv2d(1, 3, 1)  # noqa: E731
+    p = method_params("mean_teacher", {"noise_std": 0.0})
+    mt = METHODS["mean_teacher"](make, p, 10, 3)
+    batch = {"x_l": torch.randn(2, 1, 4, 4), "y_l": torch.randint(0, 3, (2, 4, 4)), "x_u": torch.randn(3, 1, 4, 4)}
+    _, logs = mt.training_step(batch, 5)
+    assert logs["loss_cons"] == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        mt.teacher.weight.add_(1.0)
+    _, logs = mt.training_step(batch, 5)
+    assert logs["loss_cons"] > 0

@@ -1,0 +1,24 @@
+# The resume state lives in {run}/.resume/ (undeclared), so a rerun after pre-emption continues from it.
+rule train:
+    input:
+        unpack(prepared_files),
+    output:
+        model="results/{bench}/{method}/l{labels}/seed{seed}/model.pt",
+        log_csv="results/{bench}/{method}/l{labels}/seed{seed}/train_log.csv",
+        provenance="results/{bench}/{method}/l{labels}/seed{seed}/provenance.json",
+    params:
+        cfg=CONFIGFILE,
+        prepared=prepared_dir,
+        run="results/{bench}/{method}/l{labels}/seed{seed}",
+        config_hash=bench_hash,
+    conda:
+        "../../envs/sslseg.yaml"
+    log:
+        "logs/train/{bench}/{method}_l{labels}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train/{bench}/{method}_l{labels}_seed{seed}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "SSLSEG_THREADS={threads} sslseg train --config {params.cfg} --bench {wildcards.bench} --method {wildcards.method} --labels {wildcards.labels} --seed {wildcards.seed} --prepared {params.prepared} --out {params.run} > {log} 2>&1"
