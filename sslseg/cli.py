@@ -24,11 +24,12 @@ def cmd_download(args) -> None:
     from sslseg.io import write_json
 
     spec = DATASETS[args.dataset]
-    source = args.source
+    source, sha256 = args.source, args.sha256
     if source is None and args.config:
-        source = load_config(args.config)["sources"].get(args.dataset, "")
-    spec.download(source or "", Path(args.out))
-    write_json(Path(args.out) / "download.json", {"dataset": args.dataset, "source": source or "(default)"})
+        entry = load_config(args.config)["sources"].get(args.dataset, "")
+        source, sha256 = (entry, sha256) if isinstance(entry, str) else (entry["url"], sha256 or entry.get("sha256"))
+    facts = spec.download(source or "", Path(args.out), sha256) or {}
+    write_json(Path(args.out) / "download.json", {"dataset": args.dataset, "source": source or "(default)", **facts})
 
 
 def cmd_preprocess(args) -> None:
@@ -88,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--out", required=True, help="raw folder, e.g. resources/raw/{dataset}")
     s.add_argument("--source", help="URL (https://, file://) or local file/directory; overrides the config")
+    s.add_argument("--sha256", help="expected SHA-256 of the source archive (default: the dataset's pinned one)")
     s.add_argument("--config", help="config file whose sources: entry gives the source")
     s = add("preprocess", cmd_preprocess, "raw files -> prepared h5 cases + cases.csv + dataset.json", bench=False)
     s.add_argument("--dataset", required=True)

@@ -32,7 +32,7 @@ class DatasetSpec:
     modality: str
     intensity: str  # how preprocessing normalises intensities (recorded in dataset.json)
     budget_unit: str  # what a label budget counts
-    download: Callable[[str, Path], None]  # (source, raw_dir)
+    download: Callable[..., dict | None]  # (source, raw_dir, sha256=None) -> facts for download.json
     preprocess: Callable[["DatasetSpec", Path, Path], None]  # (spec, raw_dir, out_dir)
     budgets: tuple[int, ...] = field(default=())  # budgets with a frozen labelled list
     mirror: bool = True  # 3D flips/rot90 allowed; False where left/right organs must stay apart
@@ -56,4 +56,4 @@ def read_split(dataset: str, name: str) -> list[str]:
     return ids
 
 
-from sslseg.data import synthetic  # noqa: E402,F401  (registers the datasets)
+from sslseg.data import acdc, synthetic  # noqa: E402,F401  (register the datasets)

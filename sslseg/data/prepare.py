@@ -70,6 +70,8 @@ def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict) ->
     df = pd.DataFrame(rows)
     train_patients = read_split(spec.name, "train")
     for n in spec.budgets:
+        if f"labelled_{n}" in df:  # the dataset set its own flags (e.g. ACDC's first-N-slices rule)
+            continue
         df[f"labelled_{n}"] = df["patient"].isin(train_patients[:n]) & (df["split"] == "train")
     df["shape"] = df["shape"].map(lambda s: "x".join(str(int(v)) for v in s))
     df["spacing"] = df["spacing"].map(lambda s: "x".join(f"{float(v):.6g}" for v in s))

@@ -120,8 +120,9 @@ def generate(name: str, raw: Path) -> None:
 
 
 def _download(name: str):
-    def download(source: str, raw: Path) -> None:
+    def download(source: str, raw: Path, sha256: str | None = None) -> dict:
         generate(name, raw)
+        return {"kind": "generated"}
 
     return download
 

@@ -1,0 +1,209 @@
+"""ACDC (Bernard et al., IEEE TMI 2018) from either of two sources, both verified by checksum before use:
+
+1. the official raw release (NIfTI zip, ``database/training/patientXXX/patientXXX_frameYY[_gt].nii.gz``; SHA-256
+   pinned below), preprocessed as SSL4MIS ``acdc_data_processing.py`` does -- per-volume min-max to [0, 1], training
+   volumes cut into 2D slices named ``{volume}_slice_{k}`` (k from 1, as in the SSL4MIS h5 release and its
+   ``train_slices.list``), validation/test kept as 3D volumes -- but keeping the real spacing/origin/direction;
+2. the SSL4MIS h5 release (``data/slices/*.h5`` + ``data/*.h5``) from a URL, a zip or a local directory; every
+   file is checked against the SHA-256 list shipped in ``checksums/acdc_ssl4mis_h5.sha256``. That release stores no
+   spacing, so its ``dataset.json`` says ``spacing_known: false`` and metrics are in voxels under either protocol.
+
+Split: SSL4MIS's 70/10/20 patients (140/20/40 volumes); a budget of n labelled patients is the first
+32/68/136/256 (n = 1/3/7/14) slices of ``train_slices.list`` (SSL4MIS/BCP ``patients_to_slices``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from sslseg import SslsegError
+from sslseg.data import DATASETS, SPLIT_DIR, DatasetSpec, read_split
+from sslseg.data.download import _local, extract, fetch, sha256sum
+from sslseg.data.prepare import minmax, write_tables
+from sslseg.io import Case, read_nifti, write_case, write_json
+
+__all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
+
+RAW_URL = ("https://humanheart-project.creatis.insa-lyon.fr/database/api/v1/collection/"
+           "637218c173e9f0047faa00fb/download")
+RAW_SHA256 = "2787e08b0d3525cbac710fc3bdf69ee7c5fd7446472e49db8bc78548802f6b5e"
+H5_SUMS = SPLIT_DIR.parent / "checksums" / "acdc_ssl4mis_h5.sha256"
+BUDGET_SLICES = {1: 32, 3: 68, 7: 136, 14: 256, 21: 396, 28: 512, 35: 664, 70: 1312}
+CLASSES = {1: "RV", 2: "Myo", 3: "LV"}
+
+
+def _find(root: Path, marker: str) -> Path | None:
+    """The folder at or under ``root`` that contains the directory ``marker`` (e.g. ``data/slices``)."""
+    if (root / marker).is_dir():
+        return root
+    for p in sorted(root.rglob(Path(marker).name)):
+        if p.is_dir() and p.as_posix().endswith("/" + marker):
+            return Path(p.as_posix()[: -len(marker) - 1])
+    return None
+
+
+def _verify_h5(root: Path) -> list[str]:
+    """Check every file listed in the pinned checksum list; return the relative paths."""
+    rel = []
+    for line in H5_SUMS.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        path = root / name
+        if not path.is_file():
+            raise SslsegError(f"{path}: missing from the SSL4MIS h5 release")
+        got = sha256sum(path)
+        if got != digest:
+            raise SslsegError(f"{path}: sha256 mismatch (expected {digest}, got {got}); corrupt or modified file")
+        rel.append(name)
+    return rel
+
+
+def download(source: str, raw: Path, sha256: str | None = None) -> dict:
+    """Fetch ``source`` (default: the official raw zip) into ``raw/h5`` or ``raw/nifti``; nothing replaces an
+    earlier download unless the new one verified completely."""
+    source = source or RAW_URL
+    local = _local(source)
+    raw.mkdir(parents=True, exist_ok=True)
+    work = raw / ".incoming"
+    shutil.rmtree(work, ignore_errors=True)
+    if local is not None and local.is_dir():
+        tree, digest = local, None
+    else:
+        archive = fetch(source, work / "archive", sha256)
+        digest = sha256sum(archive)
+        tree = extract(archive, work / "tree")
+    h5_root = _find(tree, "data/slices")
+    nifti_root = _find(tree, "database/training")
+    if nifti_root is not None:
+        if digest is None:
+            raise SslsegError(f"{source}: the raw NIfTI release is verified by the SHA-256 of its zip; pass the zip, "
+                              "not an unpacked folder")
+        expected = (sha256 or RAW_SHA256).lower()
+        if digest != expected:
+            raise SslsegError(f"{source}: sha256 mismatch (expected {expected}, got {digest})")
+        kind, src_root, files = "nifti", nifti_root / "database", None
+    elif h5_root is not None:
+        files = _verify_h5(h5_root)
+        kind, src_root = "h5", h5_root
+    else:
+        raise SslsegError(f"{source}: neither the raw ACDC layout (database/training/...) nor the SSL4MIS h5 layout "
+                          "(data/slices/...)")
+    dest, tmp = raw / kind, raw / f".{kind}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if files is None:
+        shutil.copytree(src_root, tmp / "database")
+    else:
+        for name in files:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src_root / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"kind": kind, "sha256": digest or f"per-file list {H5_SUMS.name}"}
+
+
+def _read_h5(path: Path) -> Case:
+    try:
+        with h5py.File(path, "r") as f:
+            image, label = f["image"][()], f["label"][()]
+    except (OSError, KeyError) as e:
+        raise SslsegError(f"{path}: unreadable or corrupt h5 ({e})") from None
+    return Case(image.astype(np.float32), label, (1.0,) * image.ndim)
+
+
+def _check(case: Case, path: Path) -> Case:
+    if case.image.shape != case.label.shape:
+        raise SslsegError(f"{path}: image shape {case.image.shape} != label shape {case.label.shape}")
+    values = np.unique(case.label)
+    if values.min() < 0 or values.max() > 3:
+        raise SslsegError(f"{path}: label values {values.tolist()} outside 0..3")
+    if not np.all(np.isfinite(case.image)):
+        raise SslsegError(f"{path}: image contains NaN or inf")
+    return case
+
+
+def _nifti_volume(root: Path, vol: str) -> tuple[Case, Path]:
+    patient = vol.split("_")[0]
+    folder = root / "database" / "training" / patient
+    img_path, gt_path = folder / f"{vol}.nii.gz", folder / f"{vol}_gt.nii.gz"
+    img, gt = read_nifti(img_path), read_nifti(gt_path)
+    img.label = gt.image
+    _check(img, gt_path)
+    img.label = img.label.astype(np.uint8)
+    img.image = minmax(img.image.astype(np.float32))
+    return img, gt_path
+
+
+def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
+    """Prepared cases from whichever source ``download`` left in ``raw``; written to a temporary folder that
+    replaces ``out/cases`` only when every case passed its checks."""
+    kind = "h5" if (raw / "h5").is_dir() else "nifti" if (raw / "nifti").is_dir() else None
+    if kind is None:
+        raise SslsegError(f"{raw}: no downloaded ACDC (expected {raw / 'h5'} or {raw / 'nifti'}); run download first")
+    slices = read_split("acdc", "train_slices")
+    tmp = out / ".cases.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows = []
+    if kind == "h5":
+        root = raw / "h5" / "data"
+        for sid in slices:
+            path = root / "slices" / f"{sid}.h5"
+            write_case(tmp / f"{sid}.h5", _check(_read_h5(path), path))
+            rows.append(dict(case=sid, patient=sid.split("_")[0], split="train", shape=_shape(tmp / f"{sid}.h5"),
+                             spacing=(1.0, 1.0)))
+        for split in ("val", "test"):
+            for vol in read_split("acdc", split):
+                path = root / f"{vol}.h5"
+                c = _check(_read_h5(path), path)
+                write_case(tmp / f"{vol}.h5", c)
+                rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.image.shape,
+                                 spacing=(1.0,) * 3))
+    else:
+        wanted = set(slices)
+        for vol in read_split("acdc", "train"):
+            c, path = _nifti_volume(raw / "nifti", vol)
+            for k in range(c.image.shape[0]):
+                sid = f"{vol}_slice_{k + 1}"
+                if sid in wanted:
+                    write_case(tmp / f"{sid}.h5", Case(c.image[k], c.label[k], c.spacing[:2], c.origin[:2]))
+                    rows.append(dict(case=sid, patient=vol.split("_")[0], split="train", shape=c.image[k].shape,
+                                     spacing=c.spacing_zyx[1:]))
+        missing = wanted - {r["case"] for r in rows}
+        if missing:
+            raise SslsegError(f"{raw / 'nifti'}: train_slices.list names {len(missing)} slice(s) the volumes do not "
+                              f"have, e.g. {sorted(missing)[0]}")
+        order = {s: i for i, s in enumerate(slices)}
+        rows.sort(key=lambda r: order[r["case"]])
+        for split in ("val", "test"):
+            for vol in read_split("acdc", split):
+                c, _ = _nifti_volume(raw / "nifti", vol)
+                write_case(tmp / f"{vol}.h5", c)
+                rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.image.shape,
+                                 spacing=c.spacing_zyx))
+    _labelled_by_slices(rows, slices)
+    write_tables(spec, out, rows, {"source": kind, "spacing_known": kind == "nifti", "dims": 2,
+                                   "budget_slices": {str(k): v for k, v in BUDGET_SLICES.items()}})
+    shutil.rmtree(out / "cases", ignore_errors=True)
+    tmp.rename(out / "cases")
+
+
+def _shape(path: Path) -> tuple[int, ...]:
+    with h5py.File(path, "r") as f:
+        return f["image"].shape
+
+
+def _labelled_by_slices(rows: list[dict], slices: list[str]) -> None:
+    for n, count in BUDGET_SLICES.items():
+        first = set(slices[:count])
+        for r in rows:
+            r[f"labelled_{n}"] = r["case"] in first
+
+
+DATASETS.register("acdc")(DatasetSpec(
+    name="acdc", classes=CLASSES, tail=(), dims=2, modality="cine-MRI",
+    intensity="per-volume min-max to [0, 1] (SSL4MIS)", budget_unit="labelled patients",
+    download=download, preprocess=preprocess, budgets=tuple(BUDGET_SLICES)))
