@@ -147,7 +147,7 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
         opt.step()
         m.after_step(step)
         it = step + 1
-        row = {"iteration": it, "lr": lr, "loss": float(loss), **logs, "val_dice": ""}
+        row = {"iteration": it, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
         if validator and (it % sched["val_every"] == 0 or it == sched["iterations"]):
             row["val_dice"] = vd = validator(m.eval_model())
             m.train()

@@ -17,7 +17,7 @@ rule train:
         "logs/train/{bench}/{method}_l{labels}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/train/{bench}/{method}_l{labels}_seed{seed}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     shell:
