@@ -53,7 +53,7 @@ def cmd_infer(args) -> None:
     _, bench = _bench(args)
     inf = bench["inference"]
     infer(Path(args.model), Path(args.prepared), Path(args.out), args.split, bench["protocol"], inf["overlap"],
-          inf["mode"], inf["batch_size"])
+          inf["mode"], inf["batch_size"], args.device)
 
 
 def cmd_evaluate(args) -> None:
@@ -101,12 +101,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--prepared", required=True)
     s.add_argument("--out", required=True, help="run folder (model.pt, train_log.csv, provenance.json)")
-    s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    s.add_argument("--device", help="torch device (default: a free GPU if any, else cpu)")
     s = add("infer", cmd_infer, "predict a split into NIfTI files with the original geometry")
     s.add_argument("--model", required=True)
     s.add_argument("--prepared", required=True)
     s.add_argument("--out", required=True, help="prediction folder")
     s.add_argument("--split", default="test", choices=["val", "test"])
+    s.add_argument("--device", help="torch device (default: a free GPU if any, else cpu)")
     s = add("evaluate", cmd_evaluate, "per case x class Dice, Jaccard, HD95, ASD of a prediction folder")
     s.add_argument("--pred", required=True)
     s.add_argument("--prepared", required=True)
@@ -120,8 +121,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from sslseg.train import TrainingInterrupted
+
     try:
         args.fn(args)
+    except TrainingInterrupted as e:
+        print(f"sslseg {args.command}: interrupted: {e}", file=sys.stderr)
+        return 143
     except SslsegError as e:
         print(f"sslseg {args.command}: error: {e}", file=sys.stderr)
         return 1

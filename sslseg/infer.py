@@ -41,6 +41,10 @@ def _starts(size: int, patch: int, overlap: float) -> list[int]:
     return [int(round(v)) for v in np.linspace(0, size - patch, n)]
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes: int, overlap: float = 0.5,
                    mode: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
@@ -61,10 +65,11 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes
     probs = torch.zeros((n_classes,) + tuple(x.shape))
     norm = torch.zeros(tuple(x.shape))
     windows = list(itertools.product(*[_starts(s, p, overlap) for s, p in zip(x.shape, patch)]))
+    dev = _device_of(model)
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
         sls = [tuple(slice(a, a + p) for a, p in zip(w, patch)) for w in chunk]
-        out = model(torch.stack([x[s] for s in sls])[:, None]).softmax(1)
+        out = model(torch.stack([x[s] for s in sls])[:, None].to(dev)).softmax(1).float().cpu()
         for s, o in zip(sls, out):
             probs[(slice(None),) + s] += o * weight
             norm[s] += weight
@@ -84,21 +89,22 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, dims: int, patch, 
                               batch_size).argmax(0).numpy().astype(np.uint8)
     vol = image[None] if image.ndim == 2 else image
     out = np.zeros(vol.shape, np.uint8)
+    dev = _device_of(model)
     h, w = vol.shape[1:]
     for z0 in range(0, len(vol), batch_size):
         sl = vol[z0:z0 + batch_size]
         if protocol == "paper":
             x = np.stack([ndimage.zoom(s, (patch[0] / h, patch[1] / w), order=0) for s in sl])
-            pred = model(torch.from_numpy(x).float()[:, None]).argmax(1).numpy()
+            pred = model(torch.from_numpy(x).float()[:, None].to(dev)).argmax(1).cpu().numpy()
             out[z0:z0 + len(sl)] = np.stack([ndimage.zoom(p, (h / patch[0], w / patch[1]), order=0) for p in pred])
         else:
-            x = torch.from_numpy(np.ascontiguousarray(sl)).float()[:, None]
+            x = torch.from_numpy(np.ascontiguousarray(sl)).float()[:, None].to(dev)
             if (h, w) != tuple(patch):
                 x = F.interpolate(x, size=tuple(patch), mode="bilinear", align_corners=False)
             p = model(x).softmax(1)
             if (h, w) != tuple(patch):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-            out[z0:z0 + len(sl)] = p.argmax(1).numpy()
+            out[z0:z0 + len(sl)] = p.argmax(1).cpu().numpy()
     return out[0] if image.ndim == 2 else out
 
 
@@ -120,12 +126,15 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", protocol: str = "strict",
-          overlap: float = 0.5, mode: str = "gaussian", batch_size: int = 4) -> list[Path]:
+          overlap: float = 0.5, mode: str = "gaussian", batch_size: int = 4, device: str | None = None) -> list[Path]:
     """Predict every case of ``split`` into ``out_dir/{case}.nii.gz`` with the case's original geometry.
 
     Predictions are written into a temporary folder that replaces ``out_dir`` only when all cases succeeded.
     """
+    from sslseg.device import claim_device
+
     model, info = load_model(model_path)
+    model.to(claim_device(device))
     meta, cases = load_prepared(prepared)
     ids = cases.loc[cases["split"] == split, "case"].tolist()
     if not ids:

@@ -15,8 +15,10 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,13 +29,39 @@ import sslseg
 from sslseg import SslsegError
 from sslseg.config import config_hash
 from sslseg.data.loader import TwoStreamSampler, load_prepared
+from sslseg.device import claim_device
 from sslseg.infer import predict_volume
 from sslseg.io import atomic_path, read_case, write_json
 from sslseg.methods import METHODS, method_params
 from sslseg.metrics import dice_per_class
 from sslseg.models import build_model
 
-__all__ = ["train", "seed_everything", "poly_lr"]
+__all__ = ["train", "seed_everything", "poly_lr", "TrainingInterrupted"]
+
+
+class TrainingInterrupted(SslsegError):
+    """SIGTERM/SIGINT arrived (pre-emption, time limit): the resume state was saved; rerunning continues."""
+
+
+class _StopSignal:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each iteration (main thread only)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -79,12 +107,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _state_dict_cpu(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -100,7 +122,7 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
     identity = {"bench": bench, "method": method, "budget": budget, "seed": seed, "params": repr(params)}
     chash = config_hash(identity)
     rng = seed_everything(seed)
-    dev = _device(device)
+    dev = claim_device(device)
     torch.set_num_threads(max(1, int(os.environ.get("SSLSEG_THREADS", torch.get_num_threads()))))
 
     make_model = lambda: build_model(bench["model"], dims, 1, n_classes).to(dev)  # noqa: E731
@@ -132,41 +154,49 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
 
     t0 = time.time()
     m.train()
-    for step in range(start, sched["iterations"]):
-        if stop_after is not None and step >= stop_after:
-            break
-        lr = poly_lr(sched["lr"], step, sched["iterations"], sched["poly_power"])
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = {k: v.to(dev) for k, v in sampler.next().items()}
-        loss, logs = m.training_step(batch, step)
-        if not torch.isfinite(loss):
-            raise SslsegError(f"{method}: loss became {float(loss)} at iteration {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        m.after_step(step)
-        it = step + 1
-        row = {"iteration": it, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
-        if validator and (it % sched["val_every"] == 0 or it == sched["iterations"]):
-            row["val_dice"] = vd = validator(m.eval_model())
-            m.train()
-            if vd > best["dice"]:
-                best = {"dice": vd, "step": it, "state": _state_dict_cpu(m.eval_model())}
-        log_rows.append(row)
-        if it % log_every == 0 or row["val_dice"] != "":
-            print(f"[sslseg train] {bench_name}/{method}/l{budget}/seed{seed} it {it}/{sched['iterations']} "
-                  f"loss {float(loss):.4f} lr {lr:.5f} val_dice {row['val_dice']}", flush=True)
-        if it % sched["ckpt_every"] == 0 and it < sched["iterations"]:
-            _save_resume(resume, m, opt, sampler, it, best, log_rows, wall_before + time.time() - t0, chash)
-    else:
-        _finish(out, m, bench, meta, method, budget, seed, best, log_rows, wall_before + time.time() - t0, chash,
-                dev, sched)
+    finished = False
+    step = start
+    with _StopSignal() as stop:
+        for step in range(start, sched["iterations"]):
+            if (stop_after is not None and step >= stop_after) or stop.received is not None:
+                break
+            lr = poly_lr(sched["lr"], step, sched["iterations"], sched["poly_power"])
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = {k: v.to(dev) for k, v in sampler.next().items()}
+            loss, logs = m.training_step(batch, step)
+            if not torch.isfinite(loss):
+                raise SslsegError(f"{method}: loss became {float(loss)} at iteration {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            m.after_step(step)
+            it = step + 1
+            row = {"iteration": it, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
+            if validator and (it % sched["val_every"] == 0 or it == sched["iterations"]):
+                row["val_dice"] = vd = validator(m.eval_model())
+                m.train()
+                if vd > best["dice"]:
+                    best = {"dice": vd, "step": it, "state": _state_dict_cpu(m.eval_model())}
+            log_rows.append(row)
+            if it % log_every == 0 or row["val_dice"] != "":
+                print(f"[sslseg train] {bench_name}/{method}/l{budget}/seed{seed} it {it}/{sched['iterations']} "
+                      f"loss {row['loss']:.4f} lr {lr:.5f} val_dice {row['val_dice']}", flush=True)
+            if it % sched["ckpt_every"] == 0 and it < sched["iterations"]:
+                _save_resume(resume, m, opt, sampler, it, best, log_rows, wall_before + time.time() - t0, chash)
+        else:
+            finished = True
+    wall = wall_before + time.time() - t0
+    if finished:
+        _finish(out, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched)
         if resume.is_file():
             resume.unlink()
             resume.parent.rmdir()
         return out / "model.pt"
-    _save_resume(resume, m, opt, sampler, step, best, log_rows, wall_before + time.time() - t0, chash)
+    _save_resume(resume, m, opt, sampler, step, best, log_rows, wall, chash)
+    if stop.received is not None:
+        raise TrainingInterrupted(f"stopped by signal {stop.received} before iteration {step}; resume state saved "
+                                  f"in {resume}; rerun the same command to continue")
     return resume
 
 
