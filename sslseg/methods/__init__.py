@@ -78,7 +78,7 @@ def method_params(name: str, overrides: dict | None = None):
     return cls.Params(**overrides)
 
 
-_MODULES = ["supervised", "mean_teacher"]
+_MODULES = ["supervised", "mean_teacher", "uamt", "cps"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")
