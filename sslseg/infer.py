@@ -42,7 +42,8 @@ def _starts(size: int, patch: int, overlap: float) -> list[int]:
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()

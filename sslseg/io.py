@@ -19,7 +19,7 @@ import numpy as np
 
 from sslseg import SslsegError
 
-__all__ = ["Case", "atomic_path", "write_json", "read_case", "write_case", "read_nifti", "write_nifti"]
+__all__ = ["Case", "atomic_path", "write_json", "check_case", "read_case", "write_case", "read_nifti", "write_nifti"]
 
 
 @contextlib.contextmanager
@@ -72,6 +72,21 @@ def write_case(path: str | os.PathLike, case: Case) -> None:
                 f.attrs[k] = v
 
 
+def check_case(case: Case, path: str | os.PathLike, n_classes: int | None = None) -> Case:
+    """Image/label shapes agree, label values lie in 0..n_classes-1, the image is finite; else SslsegError."""
+    if case.label is not None:
+        if case.label.shape != case.image.shape:
+            raise SslsegError(f"{path}: image shape {case.image.shape} and label shape {case.label.shape} differ")
+        if n_classes is not None and case.label.size:
+            values = np.unique(case.label)
+            if values.min() < 0 or values.max() >= n_classes or not np.all(values == np.round(values)):
+                bad = [v for v in values.tolist() if v not in range(n_classes)]
+                raise SslsegError(f"{path}: label values {bad} outside 0..{n_classes - 1}")
+    if not np.all(np.isfinite(case.image)):
+        raise SslsegError(f"{path}: image contains NaN or inf")
+    return case
+
+
 def read_case(path: str | os.PathLike, labels: bool = True, n_classes: int | None = None) -> Case:
     """Read a prepared h5 case; any defect raises SslsegError naming the file."""
     path = Path(path)
@@ -84,20 +99,11 @@ def read_case(path: str | os.PathLike, labels: bool = True, n_classes: int | Non
             spacing = tuple(float(s) for s in f.attrs.get("spacing", [1.0] * image.ndim))
             origin = tuple(float(s) for s in f.attrs.get("origin", [0.0] * image.ndim))
             direction = tuple(float(s) for s in f.attrs.get("direction", np.eye(image.ndim).ravel()))
-    except SslsegError:
-        raise
     except (OSError, KeyError, ValueError) as e:
         raise SslsegError(f"{path}: unreadable or corrupt h5 ({e})") from None
     if labels and label is None:
         raise SslsegError(f"{path}: h5 has no 'label' dataset")
-    if label is not None:
-        if label.shape != image.shape:
-            raise SslsegError(f"{path}: image shape {image.shape} and label shape {label.shape} differ")
-        if n_classes is not None and label.size and (label.min() < 0 or label.max() >= n_classes):
-            bad = sorted(set(np.unique(label).tolist()) - set(range(n_classes)))
-            raise SslsegError(f"{path}: label values {bad} outside 0..{n_classes - 1}")
-    if not np.all(np.isfinite(image)):
-        raise SslsegError(f"{path}: image contains NaN or inf")
+    check_case(Case(image, label, spacing), path, n_classes)
     return Case(image.astype(np.float32), None if label is None else label.astype(np.uint8), spacing, origin, direction)
 
 

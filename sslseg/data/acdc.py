@@ -17,14 +17,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetSpec, read_split
 from sslseg.data.download import _local, extract, fetch, sha256sum
 from sslseg.data.prepare import minmax, write_tables
-from sslseg.io import Case, read_nifti, write_case, write_json
+from sslseg.io import Case, check_case, read_case, read_nifti, write_case
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
 
@@ -105,33 +104,13 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     return {"kind": kind, "sha256": digest or f"per-file list {H5_SUMS.name}"}
 
 
-def _read_h5(path: Path) -> Case:
-    try:
-        with h5py.File(path, "r") as f:
-            image, label = f["image"][()], f["label"][()]
-    except (OSError, KeyError) as e:
-        raise SslsegError(f"{path}: unreadable or corrupt h5 ({e})") from None
-    return Case(image.astype(np.float32), label, (1.0,) * image.ndim)
-
-
-def _check(case: Case, path: Path) -> Case:
-    if case.image.shape != case.label.shape:
-        raise SslsegError(f"{path}: image shape {case.image.shape} != label shape {case.label.shape}")
-    values = np.unique(case.label)
-    if values.min() < 0 or values.max() > 3:
-        raise SslsegError(f"{path}: label values {values.tolist()} outside 0..3")
-    if not np.all(np.isfinite(case.image)):
-        raise SslsegError(f"{path}: image contains NaN or inf")
-    return case
-
-
 def _nifti_volume(root: Path, vol: str) -> tuple[Case, Path]:
     patient = vol.split("_")[0]
     folder = root / "database" / "training" / patient
     img_path, gt_path = folder / f"{vol}.nii.gz", folder / f"{vol}_gt.nii.gz"
-    img, gt = read_nifti(img_path), read_nifti(gt_path)
-    img.label = gt.image
-    _check(img, gt_path)
+    img = read_nifti(img_path)
+    img.label = read_nifti(gt_path).image
+    check_case(img, gt_path, len(CLASSES) + 1)
     img.label = img.label.astype(np.uint8)
     img.image = minmax(img.image.astype(np.float32))
     return img, gt_path
@@ -151,14 +130,13 @@ def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
     if kind == "h5":
         root = raw / "h5" / "data"
         for sid in slices:
-            path = root / "slices" / f"{sid}.h5"
-            write_case(tmp / f"{sid}.h5", _check(_read_h5(path), path))
-            rows.append(dict(case=sid, patient=sid.split("_")[0], split="train", shape=_shape(tmp / f"{sid}.h5"),
+            c = read_case(root / "slices" / f"{sid}.h5", n_classes=len(CLASSES) + 1)
+            write_case(tmp / f"{sid}.h5", c)
+            rows.append(dict(case=sid, patient=sid.split("_")[0], split="train", shape=c.image.shape,
                              spacing=(1.0, 1.0)))
         for split in ("val", "test"):
             for vol in read_split("acdc", split):
-                path = root / f"{vol}.h5"
-                c = _check(_read_h5(path), path)
+                c = read_case(root / f"{vol}.h5", n_classes=len(CLASSES) + 1)
                 write_case(tmp / f"{vol}.h5", c)
                 rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.image.shape,
                                  spacing=(1.0,) * 3))
@@ -189,11 +167,6 @@ def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
                                    "budget_slices": {str(k): v for k, v in BUDGET_SLICES.items()}})
     shutil.rmtree(out / "cases", ignore_errors=True)
     tmp.rename(out / "cases")
-
-
-def _shape(path: Path) -> tuple[int, ...]:
-    with h5py.File(path, "r") as f:
-        return f["image"].shape
 
 
 def _labelled_by_slices(rows: list[dict], slices: list[str]) -> None:

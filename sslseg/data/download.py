@@ -28,7 +28,7 @@ def _local(source: str) -> Path | None:
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme == "file":
         return Path(urllib.parse.unquote(parsed.path))
-    if parsed.scheme in ("", ) or (len(parsed.scheme) == 1 and source[1:3] == ":\\"):
+    if parsed.scheme == "":
         return Path(source)
     return None
 

@@ -99,7 +99,8 @@ class TwoStreamSampler:
             raise SslsegError(f"{Path(prepared) / 'cases.csv'}: budget {budget} selects no labelled case")
         self.batch_l, self.batch_u = batch_l, batch_u if self.unl else 0
         self.fg_oversample = fg_oversample if dims == 3 else 0.0
-        self.fg_voxels = [{int(k): np.argwhere(c.label == k) for k in np.unique(c.label) if k} for c in self.lab]
+        self.fg_voxels = [{int(k): np.argwhere(c.label == k) for k in np.unique(c.label) if k} if self.fg_oversample
+                          else {} for c in self.lab]
         for c in self.unl:
             c.label = np.zeros_like(c.image, np.uint8)  # placeholder: unlabelled labels are never loaded
         self._queues: dict[str, list[int]] = {"l": [], "u": []}

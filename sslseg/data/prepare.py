@@ -9,9 +9,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from sslseg import SslsegError
 from sslseg.data import DatasetSpec, read_split
-from sslseg.io import Case, atomic_path, read_nifti, write_case, write_json
+from sslseg.io import Case, atomic_path, check_case, read_nifti, write_case, write_json
 
 __all__ = ["minmax", "ct_window", "prepare_nifti", "write_tables"]
 
@@ -31,13 +30,10 @@ def ct_window(lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
 
 def _load_pair(raw: Path, case: str, spec: DatasetSpec) -> Case:
     img = read_nifti(raw / "imagesTr" / f"{case}_0000.nii.gz")
-    lab = read_nifti(raw / "labelsTr" / f"{case}.nii.gz")
-    if img.image.shape != lab.image.shape:
-        raise SslsegError(f"{raw / 'labelsTr' / case}.nii.gz: label shape {lab.image.shape} != image shape {img.image.shape}")
-    values = np.unique(lab.image)
-    if values.min() < 0 or values.max() >= spec.n_classes or not np.all(values == np.round(values)):
-        raise SslsegError(f"{raw / 'labelsTr' / case}.nii.gz: label values {values.tolist()} outside 0..{spec.n_classes - 1}")
-    img.label = lab.image.astype(np.uint8)
+    lab_path = raw / "labelsTr" / f"{case}.nii.gz"
+    img.label = read_nifti(lab_path).image
+    check_case(img, lab_path, spec.n_classes)
+    img.label = img.label.astype(np.uint8)
     return img
 
 
