@@ -44,7 +44,7 @@ def cmd_train(args) -> None:
 
     _, bench = _bench(args)
     train(bench, args.bench, args.method, args.labels, args.seed, Path(args.prepared), Path(args.out),
-          device=args.device)
+          device=args.device, init=Path(args.init) if args.init else None)
 
 
 def cmd_infer(args) -> None:
@@ -101,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--prepared", required=True)
     s.add_argument("--out", required=True, help="run folder (model.pt, train_log.csv, provenance.json)")
+    s.add_argument("--init", help="model.pt of the benchmark's warm_start method (same budget and seed)")
     s.add_argument("--device", help="torch device (default: a free GPU if any, else cpu)")
     s = add("infer", cmd_infer, "predict a split into NIfTI files with the original geometry")
     s.add_argument("--model", required=True)

@@ -69,6 +69,11 @@ def validate(cfg: dict, source: str = "config") -> dict:
         for m in b["methods"]:
             if m not in METHODS:
                 _bad(where, "methods", m, METHODS.names())
+            dims = DATASETS[b["dataset"]].dims
+            if dims and dims not in METHODS[m].spatial_dims:
+                raise SslsegError(f"{where}/methods: {m!r} is defined for "
+                                  f"{' and '.join(map(str, METHODS[m].spatial_dims))}D benchmarks; "
+                                  f"dataset {b['dataset']!r} is {dims}D")
         if b["model"]["name"] not in MODELS:
             _bad(where, "model/name", b["model"]["name"], MODELS.names())
         if b["reference"] not in b["methods"]:
@@ -77,6 +82,9 @@ def validate(cfg: dict, source: str = "config") -> dict:
             raise SslsegError(f"{where}/model: channels and dropout have different lengths")
         if b["schedule"]["selection"] == "val" and b["schedule"]["val_every"] == 0:
             raise SslsegError(f"{where}/schedule: selection 'val' needs val_every > 0")
+        ws = b.get("warm_start")
+        if ws and ws["from"] not in b["methods"]:
+            raise SslsegError(f"{where}/warm_start/from: {ws['from']!r} is not one of its methods {b['methods']}")
         for m, params in b["hparams"].items():
             if m not in METHODS:
                 _bad(where, "hparams", m, METHODS.names())

@@ -110,25 +110,52 @@ def _state_dict_cpu(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def warm_start_of(bench: dict, method: str) -> str | None:
+    """The method whose model seeds ``method``'s networks in this benchmark, or None."""
+    ws = bench.get("warm_start") or {}
+    return ws.get("from") if ws.get("from") not in (None, method) else None
+
+
 def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, prepared: Path, out: Path,
-          device: str | None = None, stop_after: int | None = None, log_every: int = 50) -> Path:
-    """Train one run and write ``out/model.pt``; ``stop_after`` ends early leaving the resume state (tests)."""
+          device: str | None = None, stop_after: int | None = None, log_every: int = 50,
+          init: Path | None = None) -> Path:
+    """Train one run and write ``out/model.pt``; ``stop_after`` ends early leaving the resume state (tests).
+
+    ``init``: the model.pt of the benchmark's ``warm_start`` method (same budget and seed); every network of the
+    method starts from its weights and the run lasts ``warm_start/iterations`` iterations.
+    """
     out = Path(out)
     meta, cases = load_prepared(prepared)
-    sched, dims = bench["schedule"], meta["dims"]
+    sched, dims = dict(bench["schedule"]), meta["dims"]
     n_classes = len(meta["classes"]) + 1
     params = method_params(method, bench["hparams"].get(method))
-    identity = {"bench": bench, "method": method, "budget": budget, "seed": seed, "params": repr(params)}
+    source = warm_start_of(bench, method)
+    init_state, init_hash = None, None
+    if source:
+        if init is None:
+            raise SslsegError(f"benchmark {bench_name!r} warm-starts {method!r} from {source!r}: pass --init "
+                              f"<{source} model.pt of budget {budget}, seed {seed}>")
+        init_state, init_info = _load_init(Path(init), source, budget, seed)
+        init_hash = init_info["config_hash"]
+        sched["iterations"] = bench["warm_start"].get("iterations") or sched["iterations"]
+    identity = {"bench": bench, "method": method, "budget": budget, "seed": seed, "params": repr(params),
+                "init": init_hash}
     chash = config_hash(identity)
     rng = seed_everything(seed)
     dev = claim_device(device)
     torch.set_num_threads(max(1, int(os.environ.get("SSLSEG_THREADS", torch.get_num_threads()))))
 
+    if dims not in METHODS[method].spatial_dims:
+        raise SslsegError(f"method {method!r} is defined for {' and '.join(map(str, METHODS[method].spatial_dims))}D "
+                          f"benchmarks; {bench_name!r} is {dims}D")
     make_model = lambda: build_model(bench["model"], dims, 1, n_classes).to(dev)  # noqa: E731
     m = METHODS[method](make_model, params, sched["iterations"], n_classes)
+    if init_state is not None:
+        for mod in m.modules().values():
+            mod.load_state_dict(init_state)
     sampler = TwoStreamSampler(prepared, budget, sched["patch"], dims, n_classes, sched["batch_labelled"],
                                sched["batch_unlabelled"] if m.uses_unlabelled else 0, rng,
-                               sched["fg_oversample"])
+                               sched["fg_oversample"], mix_batch=m.needs_mix_batch)
     if m.uses_unlabelled and not sampler.batch_u:
         raise SslsegError(f"method {method!r} needs unlabelled data: set schedule/batch_unlabelled > 0")
     opt = torch.optim.SGD(m.parameters(), lr=sched["lr"], momentum=sched["momentum"],
@@ -159,6 +186,11 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
         for step in range(start, sched["iterations"]):
             if (stop_after is not None and step >= stop_after) or stop.received is not None:
                 break
+            if step and step == m.restart_step:  # two-stage methods (BCP) go on from the best weights so far
+                if best["state"] is not None:
+                    m.eval_model().load_state_dict(best["state"])
+                m.begin_stage()
+                best = {"dice": -1.0, "step": -1, "state": None}
             lr = poly_lr(sched["lr"], step, sched["iterations"], sched["poly_power"])
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -187,7 +219,8 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
             finished = True
     wall = wall_before + time.time() - t0
     if finished:
-        _finish(out, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched)
+        warm = {"from": source, "model": str(init), "config_hash": init_hash} if source else None
+        _finish(out, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched, warm)
         if resume.is_file():
             resume.unlink()
             resume.parent.rmdir()
@@ -199,6 +232,20 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
     return resume
 
 
+def _load_init(path: Path, source: str, budget: int, seed: int) -> tuple[dict, dict]:
+    if not path.is_file():
+        raise SslsegError(f"{path}: warm-start model missing; train {source!r} (budget {budget}, seed {seed}) first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        info = ckpt["info"]
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is reported with its path
+        raise SslsegError(f"{path}: not a readable sslseg model ({type(e).__name__}: {e})") from None
+    if (info.get("method"), info.get("budget"), info.get("seed")) != (source, budget, seed):
+        raise SslsegError(f"{path}: is {info.get('method')}/l{info.get('budget')}/seed{info.get('seed')}, "
+                          f"expected the warm start {source}/l{budget}/seed{seed}")
+    return ckpt["state_dict"], info
+
+
 def _save_resume(path: Path, m, opt, sampler, step, best, log_rows, wall, chash) -> None:
     state = {"modules": {k: mod.state_dict() for k, mod in m.modules().items()}, "optimizer": opt.state_dict(),
              "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
@@ -207,7 +254,8 @@ def _save_resume(path: Path, m, opt, sampler, step, best, log_rows, wall, chash)
         torch.save(state, tmp)
 
 
-def _finish(out: Path, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched) -> None:
+def _finish(out: Path, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched,
+            warm: dict | None) -> None:
     selection = sched["selection"]
     state = best["state"] if selection == "val" and best["state"] is not None else _state_dict_cpu(m.eval_model())
     info = {"model": bench["model"], "dims": meta["dims"], "n_classes": len(meta["classes"]) + 1,
@@ -223,7 +271,7 @@ def _finish(out: Path, m, bench, meta, method, budget, seed, best, log_rows, wal
     with atomic_path(out / "train_log.csv") as tmp:
         tmp.write_text(buf.getvalue())
     write_json(out / "provenance.json", {
-        "config_hash": chash, "benchmark": bench, "method": method, "budget": budget, "seed": seed,
+        "config_hash": chash, "benchmark": bench, "method": method, "iterations": sched["iterations"], "warm_start": warm, "budget": budget, "seed": seed,
         "selection": selection, "selected_iteration": info["selected_iteration"], "best_val_dice": best["dice"],
         "wall_time_s": round(wall, 2), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",

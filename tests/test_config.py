@@ -142,8 +142,19 @@ def test_unknown_dataset(tmp_path):
 
 
 def test_unknown_method(tmp_path):
-    msg = error(tmp_path, edit(methods=["supervised", "bcp"]))
-    assert "benchmarks/b/methods" in msg and "'bcp'" in msg and "mean_teacher" in msg
+    msg = error(tmp_path, edit(methods=["supervised", "sscd_typo"]))
+    assert "benchmarks/b/methods" in msg and "'sscd_typo'" in msg and "mean_teacher" in msg
+
+
+def test_method_of_another_dimensionality(tmp_path):
+    cfg = edit(dataset="synth3d", methods=["supervised", "unimatch"], labels=[2])
+    msg = error(tmp_path, cfg)
+    assert "benchmarks/b/methods" in msg and "'unimatch' is defined for 2D" in msg and "3D" in msg
+
+
+def test_warm_start_from_a_method_of_the_benchmark(tmp_path):
+    msg = error(tmp_path, edit(warm_start={"from": "cps"}))
+    assert "benchmarks/b/warm_start/from" in msg and "'cps'" in msg
 
 
 def test_unknown_model(tmp_path):

@@ -21,6 +21,9 @@ def _weights(path):
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains(tiny, prepared, tmp_path, bench, method):
     b = tiny[bench]
+    if (3 if bench == "synth3d" else 2) not in METHODS[method].spatial_dims:
+        pytest.skip(f"{method} is 2D only")
+    b["schedule"]["batch_labelled"] = b["schedule"]["batch_unlabelled"] = 2  # BCP mixes halves of each batch
     out = train(b, bench, method, b["labels"][0], 0, prepared[bench], tmp_path / "run")
     assert out == tmp_path / "run" / "model.pt"
     log = pd.read_csv(tmp_path / "run" / "train_log.csv")
@@ -56,14 +59,19 @@ def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
     assert any(not torch.equal(wa[k], wd[k]) for k in wa if wa[k].dtype.is_floating_point)
 
 
-@pytest.mark.parametrize("bench", ["synth2d", "synth3d"])
-def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench):
+@pytest.mark.parametrize("bench, method", [("synth2d", "mean_teacher"), ("synth3d", "mean_teacher"),
+                                           ("synth2d", "unimatch"), ("synth2d", "bcp")])
+def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, method):
+    # unimatch: strong augmentations draw from torch's generator; bcp: the stop falls across its stage change
     b = tiny[bench]
     b["schedule"]["selection"] = "last"
-    full = train(b, "t", "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "full")
-    resume = train(b, "t", "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
+    if method == "bcp":
+        b["schedule"]["batch_labelled"] = 2
+        b["hparams"] = {"bcp": {"pretrain": 0.25}}  # self-training from iteration 2; the run stops at 3
+    full = train(b, "t", method, b["labels"][0], 0, prepared[bench], tmp_path / "full")
+    resume = train(b, "t", method, b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
     assert resume.name == "state.pt" and not (tmp_path / "cut" / "model.pt").exists()
-    cut = train(b, "t", "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "cut")
+    cut = train(b, "t", method, b["labels"][0], 0, prepared[bench], tmp_path / "cut")
     wf, wc = _weights(full), _weights(cut)
     assert all(torch.equal(wf[k], wc[k]) for k in wf)
     lf = pd.read_csv(tmp_path / "full" / "train_log.csv")
@@ -138,3 +146,55 @@ def test_mean_teacher_consistency_uses_unlabelled_only():
         mt.teacher.weight.add_(1.0)
     _, logs = mt.training_step(batch, 5)
     assert logs["loss_cons"] > 0
+
+
+def test_warm_start_loads_every_network_and_checks_its_source(tiny, prepared, tmp_path):
+    from sslseg import SslsegError
+
+    b = tiny["synth2d"]
+    sup = train(b, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "sup")
+    b["warm_start"] = {"from": "supervised", "iterations": 2}
+    with pytest.raises(SslsegError, match="--init"):
+        train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt")
+    with pytest.raises(SslsegError, match="expected the warm start supervised/l1/seed1"):
+        train(b, "t", "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "mt", init=sup)
+    b["schedule"].update(val_every=0, selection="last")
+    b["schedule"]["lr"] = 1e-12  # two steps that barely move: the result must be the warm start itself
+    out = train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt", init=sup)
+    w0, w1 = _weights(sup), _weights(out)
+    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6) for k in w0 if "running" not in k
+               and "num_batches" not in k)
+    prov = json.loads((tmp_path / "mt" / "provenance.json").read_text())
+    assert prov["iterations"] == 2 and prov["warm_start"]["from"] == "supervised"
+    assert len(pd.read_csv(tmp_path / "mt" / "train_log.csv")) == 2
+
+
+def test_bcp_self_training_restarts_from_the_best_pretraining_weights(tiny, prepared, tmp_path, monkeypatch):
+    import sslseg.train as tr
+
+    b = tiny["synth2d"]
+    b["schedule"].update(iterations=8, val_every=1, batch_labelled=2)
+    b["hparams"] = {"bcp": {"pretrain": 0.5}}
+    scores = iter([0.1, 0.9, 0.2, 0.3, 0.5, 0.4, 0.45, 0.2])  # best pre-training at 2, best self-training at 5
+    seen = {}
+    monkeypatch.setattr(tr.Validator, "__call__", lambda self, model: next(scores))
+    real = METHODS["bcp"].begin_stage
+
+    def spy(self):
+        seen["student"] = {k: v.clone() for k, v in self.student.state_dict().items()}
+        real(self)
+        seen["teacher"] = {k: v.clone() for k, v in self.teacher.state_dict().items()}
+
+    monkeypatch.setattr(METHODS["bcp"], "begin_stage", spy)
+    out = train(b, "t", "bcp", 1, 0, prepared["synth2d"], tmp_path / "bcp")
+    prov = json.loads((tmp_path / "bcp" / "provenance.json").read_text())
+    assert prov["selected_iteration"] == 5 and prov["best_val_dice"] == 0.5  # selection restarted at 4
+    log = pd.read_csv(tmp_path / "bcp" / "train_log.csv")
+    assert log["stage"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert all(torch.equal(seen["student"][k], seen["teacher"][k]) for k in seen["student"])
+    assert _weights(out).keys() == seen["student"].keys()
+    # the student restarted from the weights of iteration 2 (the best pre-training score), not those of 4
+    scores = iter([0.1, 0.9])
+    state = train(b, "t", "bcp", 1, 0, prepared["synth2d"], tmp_path / "cut", stop_after=2)
+    at2 = torch.load(state, weights_only=True)["modules"]["student"]
+    assert all(torch.equal(at2[k], seen["student"][k]) for k in at2)

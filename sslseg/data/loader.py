@@ -81,7 +81,8 @@ class TwoStreamSampler:
     """
 
     def __init__(self, prepared: Path, budget: int, patch, dims: int, n_classes: int,
-                 batch_l: int, batch_u: int, rng: np.random.Generator, fg_oversample: float = 0.0) -> None:
+                 batch_l: int, batch_u: int, rng: np.random.Generator, fg_oversample: float = 0.0,
+                 mix_batch: bool = False) -> None:
         meta, cases = load_prepared(prepared)
         col = f"labelled_{budget}"
         if col not in cases.columns:
@@ -98,12 +99,13 @@ class TwoStreamSampler:
         if not self.lab:
             raise SslsegError(f"{Path(prepared) / 'cases.csv'}: budget {budget} selects no labelled case")
         self.batch_l, self.batch_u = batch_l, batch_u if self.unl else 0
+        self.mix_batch = mix_batch
         self.fg_oversample = fg_oversample if dims == 3 else 0.0
         self.fg_voxels = [{int(k): np.argwhere(c.label == k) for k in np.unique(c.label) if k} if self.fg_oversample
                           else {} for c in self.lab]
         for c in self.unl:
             c.label = np.zeros_like(c.image, np.uint8)  # placeholder: unlabelled labels are never loaded
-        self._queues: dict[str, list[int]] = {"l": [], "u": []}
+        self._queues: dict[str, list[int]] = {"l": [], "u": [], "m": []}
 
     def _take(self, key: str, pool_size: int, n: int) -> list[int]:
         q = self._queues[key]
@@ -133,6 +135,8 @@ class TwoStreamSampler:
         batch = {"x_l": x_l, "y_l": y_l}
         if self.batch_u:
             batch["x_u"] = self._batch(self.unl, self._take("u", len(self.unl), self.batch_u), False)[0]  # labels never leave
+            if self.mix_batch:  # CutMix sources: an independent pass over the unlabelled pool (UniMatch loader_u_mix)
+                batch["x_u_mix"] = self._batch(self.unl, self._take("m", len(self.unl), self.batch_u), False)[0]
         return batch
 
     def state(self) -> dict:
@@ -140,4 +144,4 @@ class TwoStreamSampler:
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self._queues = {k: list(v) for k, v in state["queues"].items()}
+        self._queues = {"l": [], "u": [], "m": [], **{k: list(v) for k, v in state["queues"].items()}}

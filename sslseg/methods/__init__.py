@@ -30,6 +30,12 @@ class Method:
         pass
 
     uses_unlabelled = True
+    spatial_dims = (2, 3)  # benchmark dimensionalities the method is defined for
+    needs_mix_batch = False  # a second unlabelled batch ``x_u_mix`` (CutMix sources)
+    restart_step: int | None = None  # a two-stage method restarts from the best validation weights here
+
+    def begin_stage(self) -> None:
+        """Called at ``restart_step`` after the best validation weights were loaded into ``eval_model()``."""
 
     def __init__(self, make_model: Callable[[], nn.Module], params: Any, iterations: int, n_classes: int) -> None:
         self.p = params
@@ -78,7 +84,7 @@ def method_params(name: str, overrides: dict | None = None):
     return cls.Params(**overrides)
 
 
-_MODULES = ["supervised", "mean_teacher", "uamt", "cps"]
+_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")

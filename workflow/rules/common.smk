@@ -45,6 +45,18 @@ def prepared_files(wildcards):
     return {"cases": f"{d}/cases.csv", "meta": f"{d}/dataset.json"}
 
 
+def warm_start_input(wildcards):
+    """The warm-start model this run starts from (benchmark key `warm_start`), if any."""
+    ws = bench_cfg(wildcards).get("warm_start") or {}
+    if ws.get("from") in (None, wildcards.method):
+        return {}
+    return {"init": f"results/{wildcards.bench}/{ws['from']}/l{wildcards.labels}/seed{wildcards.seed}/model.pt"}
+
+
+def init_flag(wildcards, input):
+    return f"--init {input.init}" if "init" in input.keys() else ""
+
+
 def bench_hash(wildcards):
     """Changes when anything in the benchmark's config changes, so dependent jobs rerun."""
     return sslseg.config.config_hash(bench_cfg(wildcards))

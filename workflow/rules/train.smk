@@ -2,6 +2,7 @@
 rule train:
     input:
         unpack(prepared_files),
+        unpack(warm_start_input),
     output:
         model="results/{bench}/{method}/l{labels}/seed{seed}/model.pt",
         log_csv="results/{bench}/{method}/l{labels}/seed{seed}/train_log.csv",
@@ -11,6 +12,7 @@ rule train:
         prepared=prepared_dir,
         run="results/{bench}/{method}/l{labels}/seed{seed}",
         config_hash=bench_hash,
+        init=init_flag,
     conda:
         "../../envs/sslseg.yaml"
     log:
@@ -21,4 +23,4 @@ rule train:
     resources:
         gpu=1,
     shell:
-        "SSLSEG_THREADS={threads} sslseg train --config {params.cfg} --bench {wildcards.bench} --method {wildcards.method} --labels {wildcards.labels} --seed {wildcards.seed} --prepared {params.prepared} --out {params.run} > {log} 2>&1"
+        "SSLSEG_THREADS={threads} sslseg train --config {params.cfg} --bench {wildcards.bench} --method {wildcards.method} --labels {wildcards.labels} --seed {wildcards.seed} --prepared {params.prepared} --out {params.run} {params.init} > {log} 2>&1"

@@ -1,0 +1,141 @@
+"""Bidirectional copy-paste (Bai et al., CVPR 2023) as in BCP ``ACDC_BCP_train.py`` (2D) and ``LA_BCP_train.py``
+(3D).
+
+A box of int(2/3 dim) per axis at a random position (M = 0 inside, one per batch). Labelled halves a, b and
+unlabelled halves ua, ub of the batch are mixed both ways:
+  X_u = ua outside + a inside, X_l = b outside + ub inside.
+The loss of each mixed image is [masked Dice + masked CE]/2 over its two regions, with weight ``u_weight`` (0.5)
+on the pseudo-labelled region and 1 on the labelled one (``mix_loss``); masked CE = sum(CE m)/sum(m), masked Dice
+over all classes including background with batch sums.
+
+Stages (one run): the first ``pretrain`` fraction of the iterations (10k of 10k + 30k) trains on labelled images
+mixed with each other (a outside, b inside, both weights 1); self-training then starts from the best validation
+checkpoint of pre-training, with an EMA teacher (decay 0.99 on parameters and float buffers, as BCP's
+``update_model_ema``) initialised from it. Pseudo-labels: the teacher's argmax (train mode, no grad) reduced to the
+largest connected component of each class (full connectivity). Model selection restarts with self-training.
+
+``reference_masked_dice``: BCP before commit a925e30 (the code of the paper's numbers) left the background
+channel of the masked Dice unmasked; False (default) masks every channel, as fixed upstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from sslseg import SslsegError
+from sslseg.augment import bcp_box_mask
+from sslseg.methods import METHODS, Method
+from sslseg.methods.common import make_ema
+
+
+def largest_cc(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Per image and foreground class, keep only the largest connected component (full connectivity); (B, ...)."""
+    out = np.zeros(labels.shape, np.int64)
+    arr = labels.cpu().numpy()
+    for i in range(arr.shape[0]):
+        struct = ndimage.generate_binary_structure(arr.ndim - 1, arr.ndim - 1)
+        for c in range(1, n_classes):
+            comp, n = ndimage.label(arr[i] == c, struct)
+            if n:
+                sizes = np.bincount(comp.ravel())[1:]
+                out[i][comp == int(np.argmax(sizes)) + 1] = c
+    return torch.from_numpy(out).to(labels.device)
+
+
+def masked_dice(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mask_background: bool = True,
+                smooth: float = 1e-10) -> torch.Tensor:
+    """BCP ``mask_DiceLoss``: mean over classes of 1 - (2 sum(p t m) + s) / (sum(p^2 m) + sum(t^2 m) + s)."""
+    n = probs.shape[1]
+    onehot = F.one_hot(target.long(), n).movedim(-1, 1).to(probs.dtype)
+    m = mask.unsqueeze(1).to(probs.dtype).expand_as(probs).clone()
+    if not mask_background:
+        m[:, 0] = 1
+    dims = (0,) + tuple(range(2, probs.ndim))
+    inter = (probs * onehot * m).sum(dims)
+    denom = (probs * probs * m).sum(dims) + (onehot * onehot * m).sum(dims)
+    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
+
+
+def mix_loss(logits: torch.Tensor, y_out: torch.Tensor, y_in: torch.Tensor, mask: torch.Tensor, w_out: float,
+             w_in: float, mask_background: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Dice, CE) of a mixed image: ``y_out`` holds outside the box (mask 1) with weight ``w_out``, ``y_in``
+    inside (mask 0) with weight ``w_in``."""
+    probs = logits.softmax(1)
+    inside = 1 - mask
+    mb, ib = mask.expand(len(logits), *mask.shape), inside.expand(len(logits), *mask.shape)
+    dice = w_out * masked_dice(probs, y_out, mb, mask_background) + w_in * masked_dice(probs, y_in, ib, mask_background)
+    ce_out = (F.cross_entropy(logits, y_out.long(), reduction="none") * mb).sum() / (mb.sum() + 1e-16)
+    ce_in = (F.cross_entropy(logits, y_in.long(), reduction="none") * ib).sum() / (ib.sum() + 1e-16)
+    return dice, w_out * ce_out + w_in * ce_in
+
+
+@METHODS.register("bcp")
+class BCP(Method):
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        pretrain: float = 10000 / 40000  # fraction of the iterations spent on labelled-only pre-training
+        u_weight: float = 0.5
+        ema_decay: float = 0.99
+        box: float = 2 / 3
+        lcc: bool = True
+        reference_masked_dice: bool = False
+
+    def __init__(self, make_model, params, iterations, n_classes) -> None:
+        super().__init__(make_model, params, iterations, n_classes)
+        self.teacher = make_ema(self.student)
+        self.restart_step = int(round(self.p.pretrain * iterations))
+
+    def modules(self):
+        return {"student": self.student, "teacher": self.teacher}
+
+    def begin_stage(self) -> None:
+        """Self-training starts: the teacher becomes a copy of the (reloaded) student."""
+        self.teacher.load_state_dict(self.student.state_dict())
+
+    def _halves(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        h = len(x) // 2
+        if h == 0 or len(x) % 2:
+            raise SslsegError(f"bcp needs an even {name} batch of at least 2, got {len(x)}")
+        return x[:h], x[h:]
+
+    def training_step(self, batch, step):
+        x_l, y_l = batch["x_l"], batch["y_l"]
+        a, b = self._halves(x_l, "labelled")
+        ya, yb = self._halves(y_l, "labelled")
+        mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.p.box)
+        mbg = not self.p.reference_masked_dice
+        if step < self.restart_step:
+            logits = self.student(a * mask + b * (1 - mask))
+            dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, mbg)
+            loss = (dice + ce) / 2
+            return loss, {"loss_dice": dice.item(), "loss_ce": ce.item(), "stage": 0}
+        ua, ub = self._halves(batch["x_u"], "unlabelled")
+        if len(ua) != len(a):
+            raise SslsegError("bcp needs batch_unlabelled == batch_labelled")
+        with torch.no_grad():
+            self.teacher.train()
+            pa, pb = self.teacher(ua).argmax(1), self.teacher(ub).argmax(1)  # two passes, as BCP (train-mode BN)
+            if self.p.lcc:
+                pa, pb = largest_cc(pa, self.n_classes), largest_cc(pb, self.n_classes)
+        x_u_mix = ua * mask + a * (1 - mask)
+        x_l_mix = b * mask + ub * (1 - mask)
+        out_u, out_l = self.student(x_u_mix), self.student(x_l_mix)
+        dice_u, ce_u = mix_loss(out_u, pa, ya, mask, self.p.u_weight, 1.0, mbg)
+        dice_l, ce_l = mix_loss(out_l, yb, pb, mask, 1.0, self.p.u_weight, mbg)
+        dice, ce = dice_u + dice_l, ce_u + ce_l
+        return (dice + ce) / 2, {"loss_dice": dice.item(), "loss_ce": ce.item(), "stage": 1}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        if step < self.restart_step:
+            return
+        d = self.p.ema_decay
+        sd = self.student.state_dict()
+        for k, v in self.teacher.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(sd[k].detach(), alpha=1 - d)
