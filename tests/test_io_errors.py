@@ -295,8 +295,8 @@ def test_cli_unknown_method_on_command_line(tmp_path, capsys):
     """The method is checked against the registry when the prepared data exist."""
     prepared = _prepared(tmp_path)
     cfg = _config(tmp_path)
-    assert main(_train_args(cfg, tmp_path, method="fixmatch", prepared=prepared)) == 1
-    _one_error_line(capsys, "fixmatch")
+    assert main(_train_args(cfg, tmp_path, method="noisy_student", prepared=prepared)) == 1
+    _one_error_line(capsys, "noisy_student")
 
 
 def _prepared(tmp_path):

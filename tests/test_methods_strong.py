@@ -256,11 +256,11 @@ def test_fixmatch_loss_is_half_supervised_plus_strong(monkeypatch):
     assert loss.item() == pytest.approx(3.0)
 
 
-def test_strong_methods_refuse_3d():
+def test_strong_methods_refuse_3d(tiny, prepared, tmp_path):
     from sslseg import SslsegError
+    from sslseg.train import train
 
-    class Net3(nn.Conv3d):
-        spatial_dims = 3
-
-    with pytest.raises(SslsegError, match="2D"):
-        METHODS["unimatch"](lambda: Net3(1, 2, 1), method_params("unimatch"), 10, 2)
+    assert METHODS["fixmatch"].spatial_dims == METHODS["unimatch"].spatial_dims == (2,)
+    with pytest.raises(SslsegError, match="'unimatch' is defined for 2D benchmarks; 't' is 3D"):
+        train(tiny["synth3d"], "t", "unimatch", 2, 0, prepared["synth3d"], tmp_path / "run")
+    assert not (tmp_path / "run").exists()
