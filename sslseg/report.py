@@ -45,7 +45,8 @@ def _footer(bench: dict, unit: str) -> list[str]:
         + "; the test split is never used for selection.",
         "Cells: mean ± std over seeds (ddof=1) of per-seed means over test cases (class means, then over classes).",
         "Tests: per-case class mean averaged over seeds, method vs reference, paired t-test and Wilcoxon signed-rank,"
-        f" Holm-corrected per metric; * marks Holm-corrected Wilcoxon p < {ALPHA}.",
+        f" Holm-corrected per metric; * marks Holm-corrected Wilcoxon p < {ALPHA} with the"
+        " method better than the reference, † with it worse.",
     ]
 
 
@@ -87,7 +88,9 @@ def _paper_rows(cells: pd.DataFrame, pvals: pd.DataFrame, bench: dict, meta: dic
             cells_ = []
             for m in METRICS:
                 p = pvals[(pvals["method"] == method) & (pvals["budget"] == budget) & (pvals["metric"] == m)]
-                star = "*" if len(p) and p["p_wilcoxon_holm"].iloc[0] < ALPHA else ""
+                star = ""
+                if len(p) and p["p_wilcoxon_holm"].iloc[0] < ALPHA:  # * significantly better, † worse
+                    star = "*" if (p["mean_diff"].iloc[0] > 0) == HIGHER_BETTER[m] else "†"
                 cells_.append((_fmt(r[m + "_mean"], r[m + "_std"], m) + star, method == best[m]))
             rows.append([(method, False), (f"{budget}", False)] + cells_)
     return rows
@@ -103,7 +106,8 @@ def _table_md(rows, meta, unit, bench) -> str:
 
 
 def _table_tex(rows, meta, unit, bench) -> str:
-    esc = lambda s: s.replace("_", r"\_").replace("±", r"$\pm$").replace("*", r"$^{*}$")  # noqa: E731
+    esc = lambda s: (s.replace("_", r"\_").replace("±", r"$\pm$").replace("*", r"$^{*}$")  # noqa: E731
+                     .replace("†", r"$^{\dagger}$"))
     head = ["Method", "Labelled"] + [LABELS[m].replace("%", r"\%") + (f" ({unit})" if m in ("hd95", "asd") else "")
                                      for m in METRICS]
     lines = [r"\begin{tabular}{ll" + "c" * len(METRICS) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]

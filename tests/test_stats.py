@@ -252,3 +252,20 @@ def test_identical_methods_give_nan_p_values():
     assert pt["p_ttest"].isna().all() and pt["p_wilcoxon"].isna().all()
     assert pt["p_ttest_holm"].isna().all()
     assert (pt["mean_diff"] == 0).all()
+
+
+def test_paper_table_marks_the_direction_of_significance():
+    from sslseg.report import _paper_rows
+
+    bench = {"labels": [3], "methods": ["sup", "good", "bad"]}
+    metrics = ("dice", "jaccard", "hd95", "asd")
+    cells = pd.DataFrame([{"group": "overall", "budget": 3, "method": m,
+                           **{f"{k}_mean": v for k in metrics}, **{f"{k}_std": 0.0 for k in metrics}}
+                          for m, v in (("sup", 0.5), ("good", 0.7), ("bad", 0.3))])
+    # Dice higher is better, HD95 lower is better: "good" +0.2 Dice (better) and +0.2 HD95 (worse)
+    pvals = pd.DataFrame([{"method": m, "budget": 3, "metric": k, "mean_diff": d, "p_wilcoxon_holm": 0.001}
+                          for m, d in (("good", 0.2), ("bad", -0.2)) for k in metrics])
+    rows = {r[0][0]: [c[0] for c in r[2:]] for r in _paper_rows(cells, pvals, bench, {})}
+    assert rows["good"][0].endswith("*") and rows["good"][2].endswith("†")
+    assert rows["bad"][0].endswith("†") and rows["bad"][2].endswith("*")
+    assert not rows["sup"][0].endswith(("*", "†"))
