@@ -129,6 +129,9 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
     sched, dims = dict(bench["schedule"]), meta["dims"]
     n_classes = len(meta["classes"]) + 1
     params = method_params(method, bench["hparams"].get(method))
+    if dims not in METHODS[method].spatial_dims:
+        raise SslsegError(f"method {method!r} is defined for {' and '.join(map(str, METHODS[method].spatial_dims))}D "
+                          f"benchmarks; {bench_name!r} is {dims}D")
     source = warm_start_of(bench, method)
     init_state, init_hash = None, None
     if source:
@@ -145,9 +148,6 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
     dev = claim_device(device)
     torch.set_num_threads(max(1, int(os.environ.get("SSLSEG_THREADS", torch.get_num_threads()))))
 
-    if dims not in METHODS[method].spatial_dims:
-        raise SslsegError(f"method {method!r} is defined for {' and '.join(map(str, METHODS[method].spatial_dims))}D "
-                          f"benchmarks; {bench_name!r} is {dims}D")
     make_model = lambda: build_model(bench["model"], dims, 1, n_classes).to(dev)  # noqa: E731
     m = METHODS[method](make_model, params, sched["iterations"], n_classes)
     if init_state is not None:
