@@ -59,7 +59,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
         raise SslsegError(f"{source}: invalid value at {where}: {e.message}") from None
     _fill_defaults(cfg, schema, schema)
     from sslseg.data import DATASETS
-    from sslseg.methods import METHODS, method_params
+    from sslseg.methods import METHODS, dims_error, method_params
     from sslseg.models import MODELS
 
     for name, b in cfg["benchmarks"].items():
@@ -70,10 +70,8 @@ def validate(cfg: dict, source: str = "config") -> dict:
             if m not in METHODS:
                 _bad(where, "methods", m, METHODS.names())
             dims = DATASETS[b["dataset"]].dims
-            if dims and dims not in METHODS[m].spatial_dims:
-                raise SslsegError(f"{where}/methods: {m!r} is defined for "
-                                  f"{' and '.join(map(str, METHODS[m].spatial_dims))}D benchmarks; "
-                                  f"dataset {b['dataset']!r} is {dims}D")
+            if why := dims_error(m, dims):
+                raise SslsegError(f"{where}/methods: {why}; dataset {b['dataset']!r} is {dims}D")
         if b["model"]["name"] not in MODELS:
             _bad(where, "model/name", b["model"]["name"], MODELS.names())
         if b["reference"] not in b["methods"]:

@@ -31,7 +31,7 @@ from sslseg.data.loader import TwoStreamSampler, load_prepared
 from sslseg.device import claim_device
 from sslseg.infer import predict_volume
 from sslseg.io import atomic_path, read_case, write_json
-from sslseg.methods import METHODS, method_params
+from sslseg.methods import METHODS, dims_error, method_params
 from sslseg.metrics import dice_per_class
 from sslseg.models import build_model
 
@@ -129,9 +129,8 @@ def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, pre
     sched, dims = dict(bench["schedule"]), meta["dims"]
     n_classes = len(meta["classes"]) + 1
     params = method_params(method, bench["hparams"].get(method))
-    if dims not in METHODS[method].spatial_dims:
-        raise SslsegError(f"method {method!r} is defined for {' and '.join(map(str, METHODS[method].spatial_dims))}D "
-                          f"benchmarks; {bench_name!r} is {dims}D")
+    if why := dims_error(method, dims):
+        raise SslsegError(f"method {why}; {bench_name!r} is {dims}D")
     source = warm_start_of(bench, method)
     init_state, init_hash = None, None
     if source:

@@ -19,7 +19,7 @@ import torch.nn as nn
 from sslseg import SslsegError
 from sslseg.registry import Registry
 
-__all__ = ["Method", "METHODS", "method_params"]
+__all__ = ["Method", "METHODS", "method_params", "dims_error"]
 
 
 class Method:
@@ -67,6 +67,14 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+def dims_error(name: str, dims: int) -> str | None:
+    """Why method ``name`` cannot run on a ``dims``-D benchmark, or None when it can."""
+    allowed = METHODS[name].spatial_dims
+    if dims in allowed:
+        return None
+    return f"{name!r} is defined for {' and '.join(map(str, allowed))}D benchmarks"
 
 
 def method_params(name: str, overrides: dict | None = None):

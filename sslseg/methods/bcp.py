@@ -30,15 +30,15 @@ from scipy import ndimage
 from sslseg import SslsegError
 from sslseg.augment import bcp_box_mask
 from sslseg.methods import METHODS, Method
-from sslseg.methods.common import make_ema
+from sslseg.methods.common import dice_loss, ema_update, make_ema
 
 
 def largest_cc(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Per image and foreground class, keep only the largest connected component (full connectivity); (B, ...)."""
     out = np.zeros(labels.shape, np.int64)
     arr = labels.cpu().numpy()
+    struct = ndimage.generate_binary_structure(arr.ndim - 1, arr.ndim - 1)
     for i in range(arr.shape[0]):
-        struct = ndimage.generate_binary_structure(arr.ndim - 1, arr.ndim - 1)
         for c in range(1, n_classes):
             comp, n = ndimage.label(arr[i] == c, struct)
             if n:
@@ -47,28 +47,22 @@ def largest_cc(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.from_numpy(out).to(labels.device)
 
 
-def masked_dice(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mask_background: bool = True,
-                smooth: float = 1e-10) -> torch.Tensor:
-    """BCP ``mask_DiceLoss``: mean over classes of 1 - (2 sum(p t m) + s) / (sum(p^2 m) + sum(t^2 m) + s)."""
-    n = probs.shape[1]
-    onehot = F.one_hot(target.long(), n).movedim(-1, 1).to(probs.dtype)
-    m = mask.unsqueeze(1).to(probs.dtype).expand_as(probs).clone()
-    if not mask_background:
-        m[:, 0] = 1
-    dims = (0,) + tuple(range(2, probs.ndim))
-    inter = (probs * onehot * m).sum(dims)
-    denom = (probs * probs * m).sum(dims) + (onehot * onehot * m).sum(dims)
-    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
-
-
 def mix_loss(logits: torch.Tensor, y_out: torch.Tensor, y_in: torch.Tensor, mask: torch.Tensor, w_out: float,
              w_in: float, mask_background: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(Dice, CE) of a mixed image: ``y_out`` holds outside the box (mask 1) with weight ``w_out``, ``y_in``
-    inside (mask 0) with weight ``w_in``."""
+    inside (mask 0) with weight ``w_in``. Dice: BCP ``mask_DiceLoss`` (smoothing 1e-10), i.e. the SSL4MIS Dice
+    restricted to the region; ``mask_background=False`` leaves its background channel unrestricted."""
     probs = logits.softmax(1)
     inside = 1 - mask
     mb, ib = mask.expand(len(logits), *mask.shape), inside.expand(len(logits), *mask.shape)
-    dice = w_out * masked_dice(probs, y_out, mb, mask_background) + w_in * masked_dice(probs, y_in, ib, mask_background)
+
+    def region_dice(y, region):
+        ignore = (region == 0).unsqueeze(1).repeat_interleave(probs.shape[1], 1)
+        if not mask_background:
+            ignore[:, 0] = False
+        return dice_loss(probs, y, ignore=ignore, smooth=1e-10)
+
+    dice = w_out * region_dice(y_out, mb) + w_in * region_dice(y_in, ib)
     ce_out = (F.cross_entropy(logits, y_out.long(), reduction="none") * mb).sum() / (mb.sum() + 1e-16)
     ce_in = (F.cross_entropy(logits, y_in.long(), reduction="none") * ib).sum() / (ib.sum() + 1e-16)
     return dice, w_out * ce_out + w_in * ce_in
@@ -130,12 +124,6 @@ class BCP(Method):
         dice, ce = dice_u + dice_l, ce_u + ce_l
         return (dice + ce) / 2, {"loss_dice": dice.item(), "loss_ce": ce.item(), "stage": 1}
 
-    @torch.no_grad()
     def after_step(self, step: int) -> None:
-        if step < self.restart_step:
-            return
-        d = self.p.ema_decay
-        sd = self.student.state_dict()
-        for k, v in self.teacher.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(sd[k].detach(), alpha=1 - d)
+        if step >= self.restart_step:
+            ema_update(self.teacher, self.student, self.p.ema_decay, buffers=True)

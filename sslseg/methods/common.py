@@ -15,11 +15,11 @@ def dice_loss(probs: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor | 
               smooth: float = 1e-5) -> torch.Tensor:
     """Soft Dice loss of SSL4MIS ``DiceLoss``: 1 - (2 sum(p t) + s) / (sum p^2 + sum t^2 + s), mean over all classes
     (background included). ``probs`` (B, C, ...) softmax output, ``target`` (B, ...) integer labels; ``ignore``
-    (B, ...) bool marks voxels left out."""
+    (B, ...) bool marks voxels left out, or (B, C, ...) per class."""
     n = probs.shape[1]
     onehot = F.one_hot(target.long(), n).movedim(-1, 1).to(probs.dtype)
     if ignore is not None:
-        keep = (~ignore).unsqueeze(1).to(probs.dtype)
+        keep = (~ignore if ignore.ndim == probs.ndim else (~ignore).unsqueeze(1)).to(probs.dtype)
         probs, onehot = probs * keep, onehot * keep
     dims = (0,) + tuple(range(2, probs.ndim))
     inter = (probs * onehot).sum(dims)
@@ -50,8 +50,14 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * model on parameters only, as SSL4MIS ``update_ema_variables``; the teacher's
-    BatchNorm statistics come from its own forward passes."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, buffers: bool = False) -> None:
+    """ema = decay * ema + (1 - decay) * model on parameters, as SSL4MIS ``update_ema_variables`` (the teacher's
+    BatchNorm statistics come from its own forward passes); ``buffers`` also averages the floating-point buffers
+    (BCP's ``update_model_ema`` over the whole state dict)."""
+    if buffers:
+        pairs = [(e, m) for e, m in zip(ema.state_dict().values(), model.state_dict().values())
+                 if e.dtype.is_floating_point]
+    else:
+        pairs = list(zip(ema.parameters(), model.parameters()))
+    for pe, pm in pairs:
         pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
