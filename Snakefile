@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.1")
 
 
-configfile: "config.yaml"
+# config.yaml, unless --configfile names another: that file is then the whole configuration (not merged into
+# config.yaml, which may describe other benchmarks); --config key=value overrides apply on top of either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "workflow/rules/common.smk"

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslseg.config import benchmark, load_config
-from sslseg.data.loader import TwoStreamSampler, load_prepared
-from sslseg.methods import METHODS, method_params
+from sslseg.config import load_config, run_spec
+from sslseg.data import load_prepared
+from sslseg.data.loader import TwoStreamSampler
+from sslseg.infer import load_checkpoint
+from sslseg.methods import METHODS, build_networks, method_params
 from sslseg.models import build_model
 
 
@@ -33,19 +35,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    b = benchmark(load_config(args.config), args.bench)
-    prepared = Path(f"resources/prepared/{b['dataset']}")
-    meta, _ = load_prepared(prepared)
-    n, s = len(meta["classes"]) + 1, b["schedule"]
-    m = METHODS[args.method](lambda: build_model(b["model"], meta["dims"], 1, n),
-                             method_params(args.method, b["hparams"].get(args.method)), args.iterations, n)
-    state = torch.load(args.model, map_location="cpu", weights_only=True)["state_dict"]
-    for mod in m.modules().values():
-        mod.load_state_dict(state)
-    sampler = TwoStreamSampler(prepared, args.labels, s["patch"], meta["dims"], n, s["batch_labelled"],
-                               s["batch_unlabelled"], np.random.default_rng(0), mix_batch=m.needs_mix_batch)
-    opt = torch.optim.SGD(m.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
-    net = m.eval_model()
+    spec = run_spec(load_config(args.config), args.bench, args.method, args.labels, 0)
+    prepared = Path(f"resources/prepared/{spec.dataset['name']}")
+    info, _ = load_prepared(prepared)
+    s, cls = spec.schedule, METHODS[args.method]
+    nets = build_networks(cls, lambda name: build_model(spec.networks[name], info.dims, info.in_channels,
+                                                        info.n_classes))
+    source = next(iter(load_checkpoint(Path(args.model))["networks"].values()))["state_dict"]
+    for net in nets.values():
+        net.load_state_dict(source)
+    m = cls(nets, method_params(args.method, spec.hparams), args.iterations, info.n_classes)
+    sampler = TwoStreamSampler(prepared, args.labels, s["patch"], s["batch_labelled"], s["batch_unlabelled"],
+                               np.random.default_rng(0), cls.streams)
+    (opt,) = m.optimisers(s)
+    net = m.predictor()
     m.train()
     for it in range(args.iterations):
         batch = sampler.next()

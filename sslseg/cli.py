@@ -1,21 +1,39 @@
-"""``sslseg`` command line: one subcommand per pipeline stage; argument parsing only."""
+"""``sslseg`` command line: one subcommand per pipeline stage; argument parsing only.
+
+Every stage takes what it needs explicitly (the workflow passes it), or reads it from ``--config`` and
+``--bench`` when run by hand; both go through the same resolution in ``sslseg.config``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from sslseg import SslsegError, __version__
+from sslseg import SslsegError, TrainingInterrupted, __version__
 
 __all__ = ["main"]
 
 
-def _bench(args):
-    from sslseg.config import benchmark, load_config
+def _config(args) -> dict:
+    from sslseg.config import load_config
 
-    cfg = load_config(args.config)
-    return cfg, benchmark(cfg, args.bench)
+    if not args.config or not args.bench:
+        raise SslsegError("name both --config and --bench to read the settings from a config file")
+    return load_config(args.config)
+
+
+def _json_arg(text: str, what: str) -> dict:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise SslsegError(f"{path}: {what} file is missing")
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise SslsegError(f"--spec: not valid JSON for {what} ({e})") from None
 
 
 def cmd_download(args) -> None:
@@ -40,35 +58,53 @@ def cmd_preprocess(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from sslseg.config import RunSpec, run_spec
     from sslseg.train import train
 
-    _, bench = _bench(args)
-    train(bench, args.bench, args.method, args.labels, args.seed, Path(args.prepared), Path(args.out),
-          device=args.device, init=Path(args.init) if args.init else None)
+    if args.spec:
+        spec = RunSpec.from_json(json.dumps(_json_arg(args.spec, "a run specification")))
+    else:
+        if args.method is None or args.labels is None or args.seed is None:
+            raise SslsegError("give --spec, or --config, --bench, --method, --labels and --seed")
+        if args.seed < 0:
+            raise SslsegError(f"--seed {args.seed}: seeds are integers >= 0")
+        spec = run_spec(_config(args), args.bench, args.method, args.labels, args.seed)
+    train(spec, Path(args.prepared), Path(args.out), device=args.device, init=Path(args.init) if args.init else None,
+          ckpt_every=args.ckpt_every)
+
+
+def _stage_args(args, resolve, keys) -> dict:
+    """Settings given as flags; with --config/--bench, the rest resolved from the config as the workflow does;
+    without, the stage's defaults (the protocol's, for a protocol)."""
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.config or args.bench:
+        return {**resolve(_config(args), args.bench), **given}
+    return given
 
 
 def cmd_infer(args) -> None:
+    from sslseg.config import inference_args
     from sslseg.infer import infer
 
-    _, bench = _bench(args)
-    inf = bench["inference"]
-    infer(Path(args.model), Path(args.prepared), Path(args.out), args.split, bench["protocol"], inf["overlap"],
-          inf["mode"], inf["batch_size"], args.device)
+    a = _stage_args(args, inference_args, ("protocol", "overlap", "mode", "batch_size"))
+    infer(Path(args.model), Path(args.prepared), Path(args.out), args.split, device=args.device, **a)
 
 
 def cmd_evaluate(args) -> None:
+    from sslseg.config import evaluation_args
     from sslseg.evaluate import evaluate
 
-    _, bench = _bench(args)
-    evaluate(Path(args.pred), Path(args.prepared), Path(args.out), args.split, bench["protocol"],
-             bench["empty_policy"])
+    a = _stage_args(args, evaluation_args, ("protocol", "empty_policy"))
+    evaluate(Path(args.pred), Path(args.prepared), Path(args.out), args.split, a.get("protocol", "strict"),
+             a.get("empty_policy"))
 
 
 def cmd_aggregate(args) -> None:
+    from sslseg.config import report_spec
     from sslseg.report import aggregate
 
-    _, bench = _bench(args)
-    aggregate(bench, args.bench, Path(args.results), Path(args.prepared))
+    spec = _json_arg(args.spec, "a report specification") if args.spec else report_spec(_config(args), args.bench)
+    aggregate(spec, Path(args.results), Path(args.prepared))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,8 +117,8 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_)
         s.set_defaults(fn=fn)
         if bench:
-            s.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
-            s.add_argument("--bench", required=True, help="benchmark name (a key of benchmarks: in the config)")
+            s.add_argument("--config", help="config file to read unspecified settings from (with --bench)")
+            s.add_argument("--bench", help="benchmark name (a key of benchmarks: in the config)")
         return s
 
     s = add("download", cmd_download, "fetch (or generate) a dataset's raw files, verified by checksum", bench=False)
@@ -96,25 +132,35 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--raw", required=True)
     s.add_argument("--out", required=True, help="prepared folder, e.g. resources/prepared/{dataset}")
     s = add("train", cmd_train, "train one method x label budget x seed")
-    s.add_argument("--method", required=True)
-    s.add_argument("--labels", type=int, required=True, help="label budget")
-    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--spec", help="the run specification as JSON (or @file), as the workflow passes it")
+    s.add_argument("--method")
+    s.add_argument("--labels", type=int, help="label budget")
+    s.add_argument("--seed", type=int)
     s.add_argument("--prepared", required=True)
     s.add_argument("--out", required=True, help="run folder (model.pt, train_log.csv, provenance.json)")
     s.add_argument("--init", help="model.pt of the benchmark's warm_start method (same budget and seed)")
     s.add_argument("--device", help="torch device (default: a free GPU if any, else cpu)")
+    s.add_argument("--ckpt-every", dest="ckpt_every", type=int,
+                   help="iterations between resume states (default: $SSLSEG_CKPT_EVERY or 200)")
     s = add("infer", cmd_infer, "predict a split into NIfTI files with the original geometry")
     s.add_argument("--model", required=True)
     s.add_argument("--prepared", required=True)
     s.add_argument("--out", required=True, help="prediction folder")
     s.add_argument("--split", default="test", choices=["val", "test"])
+    s.add_argument("--protocol", help="evaluation protocol (its 2D resize rule and 3D window defaults)")
+    s.add_argument("--overlap", type=float, help="3D window overlap")
+    s.add_argument("--mode", choices=["gaussian", "constant"], help="3D window weighting")
+    s.add_argument("--batch-size", dest="batch_size", type=int, help="windows or slices per forward pass")
     s.add_argument("--device", help="torch device (default: a free GPU if any, else cpu)")
     s = add("evaluate", cmd_evaluate, "per case x class Dice, Jaccard, HD95, ASD of a prediction folder")
     s.add_argument("--pred", required=True)
     s.add_argument("--prepared", required=True)
     s.add_argument("--out", required=True, help="metrics.csv")
     s.add_argument("--split", default="test", choices=["val", "test"])
+    s.add_argument("--protocol", help="evaluation protocol (units, default empty policy)")
+    s.add_argument("--empty-policy", dest="empty_policy", choices=["penalty", "exclude", "zero"])
     s = add("aggregate", cmd_aggregate, "summaries, p-values, Excel and paper tables of a benchmark")
+    s.add_argument("--spec", help="the report specification as JSON (or @file), as the workflow passes it")
     s.add_argument("--results", required=True, help="results/{bench}")
     s.add_argument("--prepared", required=True)
     return p
@@ -122,8 +168,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from sslseg.train import TrainingInterrupted
-
     try:
         args.fn(args)
     except TrainingInterrupted as e:

@@ -1,10 +1,21 @@
-"""config.yaml: validation against the packaged JSON schema, defaults, and per-benchmark views."""
+"""config.yaml: inheritance, validation against the packaged JSON schema, defaults, and what each stage needs.
+
+A run's identity is what its result depends on -- the prepared dataset, its networks, schedule, method and resolved
+hyper-parameters, budget, seed, the warm-start run, validation -- and nothing else (``RunSpec``). The workflow
+passes each stage exactly its part (``run_spec``, ``inference_args``, ``evaluation_args``, ``report_spec``), so
+Snakemake reruns a job only when that part changed: a new seed or method adds runs and reruns nothing else,
+inference settings rerun inference and evaluation, reporting settings only aggregation.
+
+``extends: other`` makes a benchmark start from another's resolved definition: mappings merge key by key (a mapping
+with another ``name`` -- a different model -- replaces the inherited one), lists and scalars replace.
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jsonschema
@@ -12,7 +23,8 @@ import yaml
 
 from sslseg import SslsegError
 
-__all__ = ["SCHEMA_PATH", "load_config", "benchmark", "config_hash"]
+__all__ = ["SCHEMA_PATH", "load_config", "validate", "benchmark", "config_hash", "RunSpec", "run_spec",
+           "inference_args", "evaluation_args", "report_spec", "protocol_of"]
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -49,55 +61,126 @@ def _fill_defaults(obj, schema: dict, root: dict):
     return obj
 
 
+def _merge(parent, child):
+    if isinstance(parent, dict) and isinstance(child, dict):
+        if "name" in parent and "name" in child and parent["name"] != child["name"]:
+            return copy.deepcopy(child)
+        out = copy.deepcopy(parent)
+        for k, v in child.items():
+            out[k] = _merge(parent[k], v) if k in parent else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(child)
+
+
+def _inherit(benches: dict, source: str) -> dict:
+    """Every benchmark with its ``extends`` chain merged in (the key itself removed)."""
+    done: dict[str, dict] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict:
+        if name in done:
+            return done[name]
+        b = benches[name]
+        parent = b.get("extends") if isinstance(b, dict) else None
+        if parent is None:
+            done[name] = b
+            return b
+        where = f"{source}: benchmarks/{name}/extends"
+        if parent not in benches:
+            raise SslsegError(f"{where}: unknown benchmark {parent!r} (config has: {', '.join(benches)})")
+        if parent in chain:
+            raise SslsegError(f"{where}: inheritance cycle {' -> '.join(chain + (parent,))}")
+        own = {k: v for k, v in b.items() if k != "extends"}
+        done[name] = _merge(resolve(parent, chain + (parent,)), own)
+        return done[name]
+
+    return {name: resolve(name, (name,)) for name in benches}
+
+
 def validate(cfg: dict, source: str = "config") -> dict:
-    """Validate ``cfg`` in place (defaults filled) and check names against the registries."""
+    """Validate ``cfg`` in place (inheritance resolved, defaults filled) and check names against the registries."""
     schema = _schema()
+    if isinstance(cfg.get("benchmarks"), dict) and all(isinstance(b, dict) for b in cfg["benchmarks"].values()):
+        cfg["benchmarks"] = _inherit(cfg["benchmarks"], source)
     try:
         jsonschema.validate(cfg, schema)
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise SslsegError(f"{source}: invalid value at {where}: {e.message}") from None
     _fill_defaults(cfg, schema, schema)
-    from sslseg.data import DATASETS
-    from sslseg.methods import METHODS, dims_error, method_params
-    from sslseg.models import MODELS
-
     for name, b in cfg["benchmarks"].items():
-        where = f"{source}: benchmarks/{name}"
-        if b["dataset"] not in DATASETS:
-            _bad(where, "dataset", b["dataset"], DATASETS.names())
-        for m in b["methods"]:
-            if m not in METHODS:
-                _bad(where, "methods", m, METHODS.names())
-            dims = DATASETS[b["dataset"]].dims
-            if why := dims_error(m, dims):
-                raise SslsegError(f"{where}/methods: {why}; dataset {b['dataset']!r} is {dims}D")
-        if b["model"]["name"] not in MODELS:
-            _bad(where, "model/name", b["model"]["name"], MODELS.names())
-        if b["reference"] not in b["methods"]:
-            raise SslsegError(f"{where}/reference: {b['reference']!r} is not one of its methods {b['methods']}")
-        if len(b["model"]["channels"]) != len(b["model"]["dropout"]):
-            raise SslsegError(f"{where}/model: channels and dropout have different lengths")
-        if b["schedule"]["selection"] == "val" and b["schedule"]["val_every"] == 0:
-            raise SslsegError(f"{where}/schedule: selection 'val' needs val_every > 0")
-        ws = b.get("warm_start")
-        if ws and ws["from"] not in b["methods"]:
-            raise SslsegError(f"{where}/warm_start/from: {ws['from']!r} is not one of its methods {b['methods']}")
-        for m, params in b["hparams"].items():
-            if m not in METHODS:
-                _bad(where, "hparams", m, METHODS.names())
-            try:
-                method_params(m, params)
-            except SslsegError as e:
-                raise SslsegError(f"{where}/hparams/{m}: {e}") from None
+        _check_benchmark(b, f"{source}: benchmarks/{name}")
     for t in cfg["targets"]:
         if t not in cfg["benchmarks"]:
             raise SslsegError(f"{source}: targets: {t!r} is not a benchmark")
     return cfg
 
 
+def _check_benchmark(b: dict, where: str) -> None:
+    from sslseg.data import DATASETS
+    from sslseg.methods import METHODS, dims_error, method_params
+    from sslseg.models import MODELS, model_error, model_params
+    from sslseg.protocols import PROTOCOLS
+
+    if b["dataset"] not in DATASETS:
+        _bad(where, "dataset", b["dataset"], DATASETS.names())
+    dims = DATASETS[b["dataset"]].info.dims
+    for key, name in (("protocol", b["protocol"]), ("validation/protocol", b["validation"]["protocol"])):
+        if name is not None and name not in PROTOCOLS:
+            _bad(where, key, name, PROTOCOLS.names())
+    for m in b["methods"]:
+        if m not in METHODS:
+            _bad(where, "methods", m, METHODS.names())
+        if why := dims_error(m, dims):
+            raise SslsegError(f"{where}/methods: {why}; dataset {b['dataset']!r} is {dims}D")
+    for m, params in b["hparams"].items():
+        if m not in METHODS:
+            _bad(where, "hparams", m, METHODS.names())
+        try:
+            method_params(m, params)
+        except SslsegError as e:
+            raise SslsegError(f"{where}/hparams/{m}: {e}") from None
+    for m, nets in b["networks"].items():
+        if m not in METHODS:
+            _bad(where, "networks", m, METHODS.names())
+        for net in nets:
+            if net not in METHODS[m].networks:
+                _bad(f"{where}/networks/{m}", "", net, list(METHODS[m].networks))
+    for m in b["methods"]:
+        for net, spec in _network_models(b, m).items():
+            key = f"networks/{m}/{net}" if net in b["networks"].get(m, {}) else "model"
+            if spec["name"] not in MODELS:
+                _bad(where, f"{key}/name", spec["name"], MODELS.names())
+            try:
+                model_params(spec)
+            except SslsegError as e:
+                raise SslsegError(f"{where}/{key}: {e}") from None
+            if why := model_error(spec, dims):
+                raise SslsegError(f"{where}/{key}: {why}; dataset {b['dataset']!r} is {dims}D")
+            missing = [a for a in METHODS[m].model_requires if not hasattr(MODELS[spec["name"]], a)]
+            if missing:
+                raise SslsegError(f"{where}/{key}: method {m!r} needs a network with {', '.join(missing)}; "
+                                  f"model {spec['name']!r} has none")
+    if b["reference"] not in b["methods"]:
+        raise SslsegError(f"{where}/reference: {b['reference']!r} is not one of its methods {b['methods']}")
+    if b["validation"]["selection"] == "val" and b["validation"]["every"] == 0:
+        raise SslsegError(f"{where}/validation: selection 'val' needs every > 0")
+    ws = b.get("warm_start")
+    if ws and ws["from"] not in b["methods"]:
+        raise SslsegError(f"{where}/warm_start/from: {ws['from']!r} is not one of its methods {b['methods']}")
+
+
+def _network_models(b: dict, method: str) -> dict[str, dict]:
+    """Architecture of each network of ``method`` in benchmark ``b``: the benchmark's per-method override, else the
+    method's own default, else the benchmark's ``model``."""
+    from sslseg.methods import METHODS
+
+    over = b["networks"].get(method, {})
+    return {name: dict(over.get(name) or decl.model or b["model"]) for name, decl in METHODS[method].networks.items()}
+
+
 def _bad(where: str, key: str, value, known) -> None:
-    raise SslsegError(f"{where}/{key}: unknown name {value!r} (known: {', '.join(known)})")
+    where = f"{where}/{key}" if key else where
+    raise SslsegError(f"{where}: unknown name {value!r} (known: {', '.join(known)})")
 
 
 def load_config(path: str | Path) -> dict:
@@ -121,5 +204,96 @@ def benchmark(cfg: dict, name: str) -> dict:
 
 
 def config_hash(obj) -> str:
-    """Short stable hash of a JSON-able object (the resolved benchmark config)."""
+    """Short stable hash of a JSON-able object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run depends on (plus the benchmark's name, which it does not)."""
+
+    bench: str
+    dataset: dict  # {"name", "format"}: the prepared data (their content reaches a run through the workflow's files)
+    method: str
+    hparams: dict  # the method's resolved Params
+    networks: dict  # network name -> resolved model spec
+    schedule: dict
+    validation: dict  # every, selection, protocol, overlap, mode, batch_size
+    budget: int
+    seed: int
+    warm_start: dict | None  # {"from": method, "run": its identity hash}
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        del d["bench"]
+        return d
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.identity())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError) as e:
+            raise SslsegError(f"not a run specification ({e})") from None
+
+
+def protocol_of(b: dict, key: str = "protocol"):
+    from sslseg.protocols import PROTOCOLS
+
+    return PROTOCOLS[b[key]]
+
+
+def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunSpec:
+    """The identity of run ``bench/method/l{budget}/seed{seed}`` in a validated config."""
+    from sslseg.io import FORMAT
+    from sslseg.methods import method_params
+    from sslseg.models import model_spec
+    from sslseg.params import params_dict
+
+    b = benchmark(cfg, bench)
+    if method not in b["methods"]:
+        raise SslsegError(f"benchmark {bench!r} has no method {method!r} (methods: {', '.join(b['methods'])})")
+    sched = dict(b["schedule"])
+    ws = b.get("warm_start") or {}
+    warm = None
+    if ws.get("from") not in (None, method):
+        sched["iterations"] = ws.get("iterations") or sched["iterations"]
+        warm = {"from": ws["from"], "run": run_spec(cfg, bench, ws["from"], budget, seed).hash}
+    val = dict(b["validation"])
+    val["protocol"] = val["protocol"] or b["protocol"]
+    proto = protocol_of(val)
+    val["overlap"] = proto.overlap if val["overlap"] is None else val["overlap"]
+    val["mode"] = val["mode"] or proto.mode
+    return RunSpec(
+        bench=bench, dataset={"name": b["dataset"], "format": FORMAT}, method=method,
+        hparams=params_dict(method_params(method, b["hparams"].get(method))),
+        networks={n: model_spec(s) for n, s in _network_models(b, method).items()},
+        schedule=sched, validation=val, budget=int(budget), seed=int(seed), warm_start=warm)
+
+
+def inference_args(cfg: dict, bench: str) -> dict:
+    """What ``sslseg infer`` needs besides the model: protocol and window settings (protocol defaults filled)."""
+    b = benchmark(cfg, bench)
+    proto, inf = protocol_of(b), b["inference"]
+    return {"protocol": proto.name, "overlap": proto.overlap if inf["overlap"] is None else inf["overlap"],
+            "mode": inf["mode"] or proto.mode, "batch_size": inf["batch_size"]}
+
+
+def evaluation_args(cfg: dict, bench: str) -> dict:
+    b = benchmark(cfg, bench)
+    proto = protocol_of(b)
+    return {"protocol": proto.name, "empty_policy": b["empty_policy"] or proto.empty_policy}
+
+
+def report_spec(cfg: dict, bench: str) -> dict:
+    """What ``sslseg aggregate`` needs: the runs to read and how to present them."""
+    b = benchmark(cfg, bench)
+    return {"name": bench, "dataset": b["dataset"], "methods": b["methods"], "labels": b["labels"],
+            "seeds": b["seeds"], "reference": b["reference"], "selection": b["validation"]["selection"],
+            **evaluation_args(cfg, bench)}

@@ -1,4 +1,4 @@
-"""``sslseg evaluate``: per case x class metrics of a prediction folder against the prepared references."""
+"""``sslseg evaluate``: per case x class (or region) metrics of a prediction folder against the references."""
 
 from __future__ import annotations
 
@@ -8,43 +8,59 @@ import numpy as np
 import pandas as pd
 
 from sslseg import SslsegError
-from sslseg.data.loader import load_prepared
+from sslseg.data import load_prepared
 from sslseg.io import atomic_path, read_case, read_nifti
 from sslseg.metrics import case_metrics
+from sslseg.protocols import PROTOCOLS
 
 __all__ = ["evaluate"]
 
 
 def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test", protocol: str = "strict",
-             policy: str = "penalty") -> pd.DataFrame:
-    """Write ``out_csv`` (one row per case x class). Every case of ``split`` must have a prediction.
+             policy: str | None = None) -> pd.DataFrame:
+    """Write ``out_csv`` (one row per case x scored structure). Every case of ``split`` must have a prediction on
+    the reference's grid (the original one: prepared cases keep their original label when preprocessing resampled
+    or cropped them).
 
-    ``strict`` passes the stored spacing (mm, array order) to the metrics; ``paper`` passes none (voxel units), and
-    so does ``strict`` when the dataset's source has no spacing (``spacing_known: false``), saying so in ``unit``.
+    Distances are in mm from the reference's spacing when the protocol says so and the dataset's source has a
+    spacing (``unit`` says which); ``policy`` None takes the protocol's empty-mask policy.
     """
-    meta, cases = load_prepared(prepared)
-    classes = {int(k): v for k, v in meta["classes"].items()}
+    proto = PROTOCOLS[protocol]
+    policy = policy or proto.empty_policy
+    info, cases = load_prepared(prepared)
+    groups = info.groups
     ids = cases.loc[cases["split"] == split, "case"].tolist()
-    spacing_known = meta.get("spacing_known", True)
     missing = [c for c in ids if not (Path(pred_dir) / f"{c}.nii.gz").is_file()]
     if missing:
         raise SslsegError(f"{pred_dir}: no prediction for {len(missing)} case(s): {', '.join(missing[:5])}")
+    use_spacing = proto.spacing and info.spacing_known
     rows = []
     for cid in ids:
-        ref = read_case(Path(prepared) / "cases" / f"{cid}.h5", n_classes=len(classes) + 1)
+        ref = read_case(Path(prepared) / "cases" / f"{cid}.h5", image=False, original=True,
+                        n_classes=info.n_classes)
+        geom = ref.source.geom if ref.source is not None else ref.geom
         pred_path = Path(pred_dir) / f"{cid}.nii.gz"
-        pred = read_nifti(pred_path)
-        if pred.image.shape != ref.label.shape:
-            raise SslsegError(f"{pred_path}: shape {pred.image.shape} != reference shape {ref.label.shape}")
-        if not np.allclose(pred.spacing, ref.spacing, rtol=1e-4):
-            raise SslsegError(f"{pred_path}: spacing {pred.spacing} != reference spacing {ref.spacing}")
-        spacing = ref.spacing_zyx if protocol == "strict" and spacing_known else None
-        for r in case_metrics(pred.image.astype(np.int64), ref.label, classes, spacing, policy):
-            rows.append({"case": cid, "class_name": classes[r["cls"]], **r})
+        pred, pgeom = read_nifti(pred_path)
+        _check_prediction(pred_path, pred, pgeom, ref.label_orig, geom, info.n_classes)
+        spacing = geom.spacing_zyx if use_spacing else None
+        for r in case_metrics(pred.astype(np.int64), ref.label_orig, groups, spacing, policy,
+                              members={g: ids_ for g, (_, ids_) in groups.items()}):
+            rows.append({"case": cid, "class_name": groups[r["cls"]][0], **r})
     df = pd.DataFrame(rows)
-    df["unit"] = "mm" if protocol == "strict" and spacing_known else "voxel" if protocol == "paper" else \
-        "voxel (source has no spacing)"
-    df["protocol"], df["policy"] = protocol, policy
+    df["unit"] = proto.unit(info.spacing_known)
+    df["protocol"], df["policy"] = proto.name, policy
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df
+
+
+def _check_prediction(path: Path, pred: np.ndarray, pgeom, ref: np.ndarray, geom, n_classes: int) -> None:
+    if pred.shape != ref.shape:
+        raise SslsegError(f"{path}: shape {pred.shape} != reference shape {ref.shape}")
+    if not np.issubdtype(pred.dtype, np.integer):
+        raise SslsegError(f"{path}: voxel type {pred.dtype}; a prediction is a label map of integers")
+    if pred.size and (pred.min() < 0 or pred.max() >= n_classes):
+        raise SslsegError(f"{path}: label values outside 0..{n_classes - 1} (min {pred.min()}, max {pred.max()})")
+    if not pgeom.close_to(geom):
+        raise SslsegError(f"{path}: geometry (spacing {pgeom.spacing}, origin {pgeom.origin}) differs from the "
+                          f"reference's (spacing {geom.spacing}, origin {geom.origin})")

@@ -1,8 +1,9 @@
 """Inference: 2D slice-wise for 2D benchmarks, 3D sliding window with overlap and gaussian/constant weighting.
 
-Protocols for 2D: ``paper`` zooms each slice to the training size with order 0 (scipy), takes the argmax and zooms
-the label map back with order 0, exactly as SSL4MIS ``test_2D_fully.py`` / BCP ``test_ACDC.py``; ``strict``
-resizes the image bilinearly and the class probabilities back bilinearly before the argmax.
+2D slices are brought to the training size by the protocol's ``resize_2d`` rule: ``nearest`` zooms each slice with
+order 0 (scipy), takes the argmax and zooms the label map back with order 0, exactly as SSL4MIS
+``test_2D_fully.py`` / BCP ``test_ACDC.py``; ``bilinear`` resizes the image bilinearly and the class probabilities
+back bilinearly before the argmax. Images are (channels, *spatial) throughout.
 Training-time validation calls the same ``predict_volume``.
 """
 
@@ -18,10 +19,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from sslseg import SslsegError
-from sslseg.data.loader import load_prepared
+from sslseg.data import load_prepared
 from sslseg.io import read_case, write_nifti
+from sslseg.protocols import PROTOCOLS, Protocol
 
-__all__ = ["predict_volume", "sliding_window", "gaussian_map", "infer"]
+__all__ = ["predict_volume", "sliding_window", "gaussian_map", "load_checkpoint", "build_predictor", "load_model",
+           "infer"]
 
 
 def gaussian_map(patch, sigma_scale: float = 1 / 8) -> torch.Tensor:
@@ -49,7 +52,7 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes: int, overlap: float = 0.5,
                    mode: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
-    """Class probabilities (C, *spatial) of ``image`` (*spatial) from overlapping windows of size ``patch``.
+    """Class probabilities (C, *spatial) of ``image`` (channels, *spatial) from overlapping windows of ``patch``.
 
     Windows are placed as in nnU-Net (ceil((size - patch) / (patch * (1 - overlap))) + 1 per axis, evenly spread);
     images smaller than the patch are zero-padded and cropped back. Softmax outputs are accumulated with the
@@ -59,18 +62,20 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes
         raise ValueError(f"mode must be 'gaussian' or 'constant', got {mode!r}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    shape = tuple(image.shape)
+    shape = tuple(image.shape[1:])
+    if len(shape) != len(patch):
+        raise ValueError(f"image has {len(shape)} spatial axes, patch {len(patch)}")
     pad = [max(p - s, 0) for s, p in zip(shape, patch)]
     x = F.pad(image, [v for p in reversed(pad) for v in (p // 2, p - p // 2)]) if any(pad) else image
     weight = gaussian_map(patch) if mode == "gaussian" else torch.ones(tuple(patch))
-    probs = torch.zeros((n_classes,) + tuple(x.shape))
-    norm = torch.zeros(tuple(x.shape))
-    windows = list(itertools.product(*[_starts(s, p, overlap) for s, p in zip(x.shape, patch)]))
+    probs = torch.zeros((n_classes,) + tuple(x.shape[1:]))
+    norm = torch.zeros(tuple(x.shape[1:]))
+    windows = list(itertools.product(*[_starts(s, p, overlap) for s, p in zip(x.shape[1:], patch)]))
     dev = _device_of(model)
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
         sls = [tuple(slice(a, a + p) for a, p in zip(w, patch)) for w in chunk]
-        out = model(torch.stack([x[s] for s in sls])[:, None].to(dev)).softmax(1).float().cpu()
+        out = model(torch.stack([x[(slice(None),) + s] for s in sls]).to(dev)).softmax(1).float().cpu()
         for s, o in zip(sls, out):
             probs[(slice(None),) + s] += o * weight
             norm[s] += weight
@@ -79,64 +84,109 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes
     return probs[(slice(None),) + crop]
 
 
+def _slices_nearest(model, sl: np.ndarray, patch, dev) -> np.ndarray:
+    """SSL4MIS/BCP: each slice (channels, H, W) zoomed to the patch with order 0, argmax, zoomed back with order 0."""
+    h, w = sl.shape[2:]
+    x = np.stack([ndimage.zoom(s, (1, patch[0] / h, patch[1] / w), order=0) for s in sl])
+    pred = model(torch.from_numpy(x).float().to(dev)).argmax(1).cpu().numpy()
+    return np.stack([ndimage.zoom(p, (h / patch[0], w / patch[1]), order=0) for p in pred])
+
+
+def _slices_bilinear(model, sl: np.ndarray, patch, dev) -> np.ndarray:
+    """Image resized bilinearly to the patch, class probabilities bilinearly back, then argmax."""
+    h, w = sl.shape[2:]
+    x = torch.from_numpy(np.ascontiguousarray(sl)).float().to(dev)
+    if (h, w) != tuple(patch):
+        x = F.interpolate(x, size=tuple(patch), mode="bilinear", align_corners=False)
+    p = model(x).softmax(1)
+    if (h, w) != tuple(patch):
+        p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+    return p.argmax(1).cpu().numpy()
+
+
+RESIZE_2D = {"nearest": _slices_nearest, "bilinear": _slices_bilinear}
+
+
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, image: np.ndarray, dims: int, patch, n_classes: int,
-                   protocol: str = "strict", overlap: float = 0.5, mode: str = "gaussian",
+                   protocol: Protocol | str = "strict", overlap: float = 0.5, mode: str = "gaussian",
                    batch_size: int = 4) -> np.ndarray:
-    """Label map (uint8, same shape as ``image``) for one 3D volume (z, y, x), or a single 2D slice."""
+    """Label map (uint8, spatial shape of ``image``) of one case, ``image`` being (channels, *spatial): a 3D volume
+    by sliding window (``dims`` 3), or a volume or single image slice by slice with the protocol's 2D resize rule
+    (``dims`` 2)."""
     model.eval()
+    protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if dims == 3:
         return sliding_window(model, torch.from_numpy(image).float(), patch, n_classes, overlap, mode,
                               batch_size).argmax(0).numpy().astype(np.uint8)
-    vol = image[None] if image.ndim == 2 else image
-    out = np.zeros(vol.shape, np.uint8)
-    dev = _device_of(model)
-    h, w = vol.shape[1:]
-    for z0 in range(0, len(vol), batch_size):
-        sl = vol[z0:z0 + batch_size]
-        if protocol == "paper":
-            x = np.stack([ndimage.zoom(s, (patch[0] / h, patch[1] / w), order=0) for s in sl])
-            pred = model(torch.from_numpy(x).float()[:, None].to(dev)).argmax(1).cpu().numpy()
-            out[z0:z0 + len(sl)] = np.stack([ndimage.zoom(p, (h / patch[0], w / patch[1]), order=0) for p in pred])
-        else:
-            x = torch.from_numpy(np.ascontiguousarray(sl)).float()[:, None].to(dev)
-            if (h, w) != tuple(patch):
-                x = F.interpolate(x, size=tuple(patch), mode="bilinear", align_corners=False)
-            p = model(x).softmax(1)
-            if (h, w) != tuple(patch):
-                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-            out[z0:z0 + len(sl)] = p.argmax(1).cpu().numpy()
-    return out[0] if image.ndim == 2 else out
+    vol = image[:, None] if image.ndim == 3 else image  # (channels, slices, H, W)
+    out = np.zeros(vol.shape[1:], np.uint8)
+    dev, resize = _device_of(model), RESIZE_2D[protocol.resize_2d]
+    for z0 in range(0, vol.shape[1], batch_size):
+        sl = np.moveaxis(vol[:, z0:z0 + batch_size], 0, 1)
+        out[z0:z0 + len(sl)] = resize(model, sl, patch, dev)
+    return out[0] if image.ndim == 3 else out
 
 
-def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network saved by the trainer (weights only; untrusted files are safe to load)."""
-    from sslseg.models import build_model
-
+def load_checkpoint(path: Path) -> dict:
+    """A model.pt written by the trainer (weights only: untrusted files are safe to load), checked for shape."""
     path = Path(path)
     if not path.is_file():
         raise SslsegError(f"{path}: model file is missing")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        info = ckpt["info"]
-        model = build_model(info["model"], info["dims"], 1, info["n_classes"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, EOFError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever torch raises, the file is not a usable checkpoint
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SslsegError(f"{path}: not a readable sslseg model ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != 2 or not isinstance(ckpt.get("networks"), dict):
+        raise SslsegError(f"{path}: not an sslseg model of this version (retrain it)")
+    return ckpt
+
+
+def build_predictor(ckpt: dict, path: Path) -> torch.nn.Module:
+    """The predicting network(s) of a checkpoint, rebuilt from the architectures it records."""
+    from sslseg.methods import Ensemble
+    from sslseg.models import build_model
+
+    info, nets = ckpt["info"], []
+    try:
+        for name in ckpt["predict"]:
+            entry = ckpt["networks"][name]
+            net = build_model(entry["model"], info["dims"], info["in_channels"], info["n_classes"])
+            net.load_state_dict(entry["state_dict"])
+            nets.append(net)
+    except (RuntimeError, KeyError, SslsegError) as e:
         raise SslsegError(f"{path}: not a usable sslseg model ({str(e).splitlines()[0]})") from None
-    return model.eval(), info
+    return (nets[0] if len(nets) == 1 else Ensemble(nets)).eval()
+
+
+def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
+    """(predictor, info) of a model.pt."""
+    ckpt = load_checkpoint(path)
+    return build_predictor(ckpt, Path(path)), ckpt["info"]
 
 
 def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", protocol: str = "strict",
-          overlap: float = 0.5, mode: str = "gaussian", batch_size: int = 4, device: str | None = None) -> list[Path]:
-    """Predict every case of ``split`` into ``out_dir/{case}.nii.gz`` with the case's original geometry.
+          overlap: float | None = None, mode: str | None = None, batch_size: int = 4,
+          device: str | None = None) -> list[Path]:
+    """Predict every case of ``split`` into ``out_dir/{case}.nii.gz`` on the case's original grid and geometry
+    (predictions of resampled or cropped cases are resampled back per class and placed into the crop box).
+    ``overlap``/``mode`` None take the protocol's 3D window settings.
 
     Predictions are written into a temporary folder that replaces ``out_dir`` only when all cases succeeded.
     """
+    from sslseg.data.prepare import restore_grid
     from sslseg.device import claim_device
 
+    proto = PROTOCOLS[protocol]
+    overlap, mode = proto.overlap if overlap is None else overlap, mode or proto.mode
     model, info = load_model(model_path)
-    model.to(claim_device(device))
     meta, cases = load_prepared(prepared)
+    if (info["dims"], info["in_channels"], info["n_classes"]) != (meta.dims, meta.in_channels, meta.n_classes):
+        raise SslsegError(f"{model_path}: a {info['dims']}D model of {info['in_channels']} channel(s) and "
+                          f"{info['n_classes']} classes cannot predict {meta.name} ({meta.dims}D, {meta.in_channels} "
+                          f"channel(s), {meta.n_classes} classes)")
+    model.to(claim_device(device))
     ids = cases.loc[cases["split"] == split, "case"].tolist()
     if not ids:
         raise SslsegError(f"{Path(prepared) / 'cases.csv'}: split {split!r} has no case")
@@ -145,10 +195,10 @@ def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for cid in ids:
-        case = read_case(Path(prepared) / "cases" / f"{cid}.h5", labels=False)
-        pred = predict_volume(model, case.image, meta["dims"], info["patch"], info["n_classes"], protocol,
+        case = read_case(Path(prepared) / "cases" / f"{cid}.h5", label=False)
+        pred = predict_volume(model, case.image, meta.dims, info["patch"], info["n_classes"], proto,
                               overlap, mode, batch_size)
-        write_nifti(tmp / f"{cid}.nii.gz", pred, case)
+        write_nifti(tmp / f"{cid}.nii.gz", *restore_grid(pred, case))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return [out_dir / f"{c}.nii.gz" for c in ids]

@@ -1,7 +1,17 @@
-"""File helpers: atomic writes, prepared cases (h5) and NIfTI with geometry.
+"""File helpers: atomic writes, prepared cases (h5), NIfTI and 2D image files with geometry.
 
-Geometry is kept in SimpleITK's conventions (spacing/origin in x, y, z order, direction as a flat
-row-major matrix); ``spacing_zyx`` is the spacing in array axis order, which metrics take.
+Geometry is kept in SimpleITK's conventions (spacing/origin in x, y, z order, direction as a flat row-major
+matrix); ``Geometry.spacing_zyx`` is the spacing in array axis order, which metrics take.
+
+A prepared case file (``cases/{case}.h5``, format 2) holds:
+* ``image``: float32, (channels, *spatial) -- always with the channel axis; chunked, so patches read lazily;
+* ``label``: uint8 (*spatial), absent for cases without labels;
+* ``fg/{k}``: for 3D training cases, the flat (C-order) indices of the voxels of class k, so a sampler can centre a
+  patch on a random voxel of a class without reading the label;
+* ``label_orig``: the label on the original grid, when preprocessing resampled or cropped the case;
+* attributes ``spacing``, ``origin``, ``direction`` (the prepared grid), and for resampled/cropped cases
+  ``orig_shape``, ``orig_spacing``, ``orig_origin``, ``orig_direction``, ``box_start``, ``box_stop`` (the crop box
+  in original array indices), which ``restore`` uses to write predictions back on the original grid.
 """
 
 from __future__ import annotations
@@ -19,7 +29,10 @@ import numpy as np
 
 from sslseg import SslsegError
 
-__all__ = ["Case", "atomic_path", "write_json", "check_case", "read_case", "write_case", "read_nifti", "write_nifti"]
+__all__ = ["Geometry", "Source", "Case", "FORMAT", "atomic_path", "write_json", "check_case", "read_case",
+           "write_case", "case_shape", "read_region", "read_fg_index", "read_nifti", "write_nifti", "read_image_2d"]
+
+FORMAT = 2  # prepared-case format; dataset.json records it
 
 
 @contextlib.contextmanager
@@ -42,69 +55,175 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-@dataclass
-class Case:
-    """One prepared case: image (float32) and label (uint8) in array order, plus geometry."""
+@dataclass(frozen=True)
+class Geometry:
+    """Where an array sits in space, SimpleITK order (x, y, z)."""
 
-    image: np.ndarray
-    label: np.ndarray | None
-    spacing: tuple[float, ...]  # SimpleITK order (x, y, z)
+    spacing: tuple[float, ...]
     origin: tuple[float, ...] = ()
     direction: tuple[float, ...] = ()
-    meta: dict = field(default_factory=dict)
 
     @property
     def spacing_zyx(self) -> tuple[float, ...]:
         return tuple(reversed(self.spacing))
 
+    def full(self) -> "Geometry":
+        n = len(self.spacing)
+        return Geometry(tuple(map(float, self.spacing)), tuple(map(float, self.origin or [0.0] * n)),
+                        tuple(map(float, self.direction or np.eye(n).ravel())))
 
-def write_case(path: str | os.PathLike, case: Case) -> None:
-    with atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=case.image.astype(np.float32), compression="gzip")
-            if case.label is not None:
-                f.create_dataset("label", data=case.label.astype(np.uint8), compression="gzip")
-            f.attrs["spacing"] = np.asarray(case.spacing, float)
-            f.attrs["origin"] = np.asarray(case.origin or [0.0] * len(case.spacing), float)
-            ndim = len(case.spacing)
-            f.attrs["direction"] = np.asarray(case.direction or np.eye(ndim).ravel(), float)
-            for k, v in case.meta.items():
-                f.attrs[k] = v
+    def close_to(self, other: "Geometry", rtol: float = 1e-4, atol: float = 1e-3) -> bool:
+        a, b = self.full(), other.full()
+        return all(len(x) == len(y) and np.allclose(x, y, rtol=rtol, atol=atol)
+                   for x, y in ((a.spacing, b.spacing), (a.origin, b.origin), (a.direction, b.direction)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """The original grid of a resampled or cropped case: geometry, array shape and the crop box in it."""
+
+    geom: Geometry
+    shape: tuple[int, ...]
+    box: tuple[slice, ...]
+
+
+@dataclass
+class Case:
+    """One case: image (float32, (channels, *spatial)), label (uint8, spatial) and geometry."""
+
+    image: np.ndarray | None
+    label: np.ndarray | None
+    geom: Geometry
+    source: Source | None = None  # set when preprocessing changed the grid
+    label_orig: np.ndarray | None = None  # the label on the source grid
+    fg: bool = False  # write per-class voxel indices (3D training cases)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[1:]) if self.image is not None else tuple(self.label.shape)
 
 
 def check_case(case: Case, path: str | os.PathLike, n_classes: int | None = None) -> Case:
     """Image/label shapes agree, label values lie in 0..n_classes-1, the image is finite; else SslsegError."""
-    if case.label is not None:
-        if case.label.shape != case.image.shape:
-            raise SslsegError(f"{path}: image shape {case.image.shape} and label shape {case.label.shape} differ")
-        if n_classes is not None and case.label.size:
-            values = np.unique(case.label)
+    if case.image is not None and case.image.ndim < 2:
+        raise SslsegError(f"{path}: image has {case.image.ndim} axes; expected (channels, *spatial)")
+    if case.label is not None and case.image is not None and case.label.shape != case.image.shape[1:]:
+        raise SslsegError(f"{path}: image shape {case.image.shape[1:]} and label shape {case.label.shape} differ")
+    for lab in (case.label, case.label_orig):
+        if lab is not None and n_classes is not None and lab.size:
+            values = np.unique(lab)
             if values.min() < 0 or values.max() >= n_classes or not np.all(values == np.round(values)):
                 bad = [v for v in values.tolist() if v not in range(n_classes)]
                 raise SslsegError(f"{path}: label values {bad} outside 0..{n_classes - 1}")
-    if not np.all(np.isfinite(case.image)):
+    if case.image is not None and not np.all(np.isfinite(case.image)):
         raise SslsegError(f"{path}: image contains NaN or inf")
     return case
 
 
-def read_case(path: str | os.PathLike, labels: bool = True, n_classes: int | None = None) -> Case:
-    """Read a prepared h5 case; any defect raises SslsegError naming the file."""
-    path = Path(path)
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunks of at most 32 x 64 x 64 voxels (whole slices in 2D), so 3D patches read only what they need."""
+    if len(shape) < 3:
+        return tuple(shape)
+    return tuple(min(s, c) for s, c in zip(shape, (32, 64, 64)))
+
+
+def write_case(path: str | os.PathLike, case: Case) -> None:
+    geom = case.geom.full()
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            img = np.asarray(case.image, np.float32)
+            f.create_dataset("image", data=img, compression="gzip", chunks=(1,) + _chunks(img.shape[1:]))
+            if case.label is not None:
+                lab = np.asarray(case.label, np.uint8)
+                f.create_dataset("label", data=lab, compression="gzip", chunks=_chunks(lab.shape))
+                if case.fg:
+                    for k in np.unique(lab)[1:]:
+                        idx = np.flatnonzero(lab == k)
+                        f.create_dataset(f"fg/{int(k)}", data=idx.astype(np.int64), compression="gzip",
+                                         shuffle=True)
+            if case.label_orig is not None:
+                f.create_dataset("label_orig", data=np.asarray(case.label_orig, np.uint8), compression="gzip")
+            f.attrs["format"] = FORMAT
+            f.attrs["spacing"], f.attrs["origin"], f.attrs["direction"] = geom.spacing, geom.origin, geom.direction
+            if case.source is not None:
+                src = case.source.geom.full()
+                f.attrs["orig_spacing"], f.attrs["orig_origin"] = src.spacing, src.origin
+                f.attrs["orig_direction"], f.attrs["orig_shape"] = src.direction, case.source.shape
+                f.attrs["box_start"] = [s.start for s in case.source.box]
+                f.attrs["box_stop"] = [s.stop for s in case.source.box]
+
+
+def _open(path: Path) -> h5py.File:
     if not path.is_file():
         raise SslsegError(f"{path}: prepared case file is missing")
     try:
-        with h5py.File(path, "r") as f:
-            image = f["image"][()]
-            label = f["label"][()] if labels and "label" in f else None
-            spacing = tuple(float(s) for s in f.attrs.get("spacing", [1.0] * image.ndim))
-            origin = tuple(float(s) for s in f.attrs.get("origin", [0.0] * image.ndim))
-            direction = tuple(float(s) for s in f.attrs.get("direction", np.eye(image.ndim).ravel()))
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise SslsegError(f"{path}: unreadable or corrupt h5 ({e})") from None
+    fmt = int(f.attrs.get("format", 1))
+    if fmt != FORMAT:
+        f.close()
+        raise SslsegError(f"{path}: prepared by an older sslseg (format {fmt}, need {FORMAT}); delete the prepared "
+                          "folder and rerun `sslseg preprocess`")
+    return f
+
+
+def _geom(attrs, prefix: str = "") -> Geometry:
+    return Geometry(*(tuple(float(v) for v in attrs[prefix + k]) for k in ("spacing", "origin", "direction")))
+
+
+def read_case(path: str | os.PathLike, image: bool = True, label: bool = True, original: bool = False,
+              n_classes: int | None = None) -> Case:
+    """Read a prepared case (whole arrays); ``original`` also reads ``label_orig`` (the label on the source grid;
+    the label itself when the grid is unchanged). Any defect raises SslsegError naming the file."""
+    path = Path(path)
+    f = _open(path)
+    try:
+        with f:
+            img = f["image"][()] if image else None
+            if label and "label" not in f:
+                raise SslsegError(f"{path}: h5 has no 'label' dataset")
+            lab = f["label"][()] if label else None
+            orig = f["label_orig"][()] if original and "label_orig" in f else None
+            source = None
+            if "orig_shape" in f.attrs:
+                box = tuple(slice(int(a), int(b)) for a, b in zip(f.attrs["box_start"], f.attrs["box_stop"]))
+                source = Source(_geom(f.attrs, "orig_"), tuple(int(s) for s in f.attrs["orig_shape"]), box)
+            geom = _geom(f.attrs)
     except (OSError, KeyError, ValueError) as e:
         raise SslsegError(f"{path}: unreadable or corrupt h5 ({e})") from None
-    if labels and label is None:
-        raise SslsegError(f"{path}: h5 has no 'label' dataset")
-    check_case(Case(image, label, spacing), path, n_classes)
-    return Case(image.astype(np.float32), None if label is None else label.astype(np.uint8), spacing, origin, direction)
+    case = Case(None if img is None else img.astype(np.float32, copy=False), lab, geom, source, orig)
+    if original and orig is None and lab is not None:
+        case.label_orig = lab
+    return check_case(case, path, n_classes)
+
+
+def case_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """(channels, *spatial) of a prepared case, read from its header only."""
+    with _open(Path(path)) as f:
+        return tuple(int(s) for s in f["image"].shape)
+
+
+def read_region(path: str | os.PathLike, key: str, region: tuple[slice, ...]) -> np.ndarray:
+    """``image`` (channels first; ``region`` spatial) or ``label`` values inside ``region``, read lazily."""
+    path = Path(path)
+    try:
+        with _open(path) as f:
+            return f[key][(slice(None),) + region if key == "image" else region]
+    except (OSError, KeyError, ValueError) as e:
+        raise SslsegError(f"{path}: unreadable or corrupt h5 ({e})") from None
+
+
+def read_fg_index(path: str | os.PathLike) -> dict[int, int]:
+    """Voxel count per foreground class present in a 3D training case (from its ``fg`` index)."""
+    with _open(Path(path)) as f:
+        return {int(k): int(f["fg"][k].shape[0]) for k in sorted(f.get("fg", {}), key=int)}
+
+
+def fg_voxel(path: str | os.PathLike, cls: int, j: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The coordinates of the j-th voxel (C order) of class ``cls``."""
+    with _open(Path(path)) as f:
+        return np.asarray(np.unravel_index(int(f["fg"][str(cls)][j]), shape))
 
 
 def _check_nifti_complete(path: Path) -> None:
@@ -141,8 +260,20 @@ def _check_nifti_complete(path: Path) -> None:
         raise SslsegError(f"{path}: malformed NIfTI (truncated: {len(data)} bytes, header needs {need})")
 
 
-def read_nifti(path: str | os.PathLike) -> Case:
-    """Read a NIfTI image (label=None) with its geometry; a malformed or truncated file raises SslsegError."""
+def _read_sitk(path: Path):
+    import SimpleITK as sitk
+
+    if not path.is_file():
+        raise SslsegError(f"{path}: file is missing")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise SslsegError(f"{path}: unreadable image ({first[-1] if first else 'unknown error'})") from None
+
+
+def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """A NIfTI image (array order) with its geometry; a malformed or truncated file raises SslsegError."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -150,24 +281,37 @@ def read_nifti(path: str | os.PathLike) -> Case:
         raise SslsegError(f"{path}: NIfTI file is missing")
     if path.name.endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise SslsegError(f"{path}: malformed NIfTI ({first[-1] if first else 'unreadable'})") from None
-    arr = sitk.GetArrayFromImage(img)
-    return Case(arr, None, tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()))
+    img = _read_sitk(path)
+    return sitk.GetArrayFromImage(img), Geometry(tuple(img.GetSpacing()), tuple(img.GetOrigin()),
+                                                 tuple(img.GetDirection()))
 
 
-def write_nifti(path: str | os.PathLike, array: np.ndarray, like: Case) -> None:
-    """Write ``array`` (array order) with the geometry of ``like``, atomically."""
+def write_nifti(path: str | os.PathLike, array: np.ndarray, geom: Geometry) -> None:
+    """Write ``array`` (array order) with ``geom``, atomically."""
     import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(array)
-    img.SetSpacing(like.spacing)
-    if like.origin:
-        img.SetOrigin(like.origin)
-    if like.direction:
-        img.SetDirection(like.direction)
+    img.SetSpacing(geom.spacing)
+    if geom.origin:
+        img.SetOrigin(geom.origin)
+    if geom.direction:
+        img.SetDirection(geom.direction)
     with atomic_path(path, suffix=".nii.gz") as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
+
+
+def read_image_2d(path: str | os.PathLike, mask_threshold: int | None = None) -> np.ndarray:
+    """A 2D image file (PNG, JPEG, BMP, TIFF; read by SimpleITK) as (channels, H, W) float32, or, with
+    ``mask_threshold``, as a binary uint8 (H, W) mask: 1 where the (channel-mean) value is >= the threshold
+    (JPEG masks carry compression noise around 0 and 255)."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(_read_sitk(Path(path)))
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise SslsegError(f"{path}: expected a 2D image, got an array of shape {arr.shape}")
+    arr = np.moveaxis(arr, -1, 0).astype(np.float32)
+    if mask_threshold is None:
+        return arr
+    return (arr.mean(0) >= mask_threshold).astype(np.uint8)

@@ -92,8 +92,9 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int]) ->
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int], spacing: Sequence[float] | None,
-                 policy: str = "penalty") -> list[dict]:
-    """One row per class: dice, jaccard, hd95, asd, tp/fp/fn, sizes and the empty-mask status."""
+                 policy: str = "penalty", members: dict[int, Sequence[int]] | None = None) -> list[dict]:
+    """One row per class: dice, jaccard, hd95, asd, tp/fp/fn, sizes and the empty-mask status. ``members`` makes a
+    "class" a region, the union of several label ids (e.g. BraTS whole tumour = labels 1, 2, 3)."""
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
     if policy not in EMPTY_POLICIES:
@@ -102,7 +103,10 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int], spac
     diagonal = float(np.sqrt(np.sum((np.asarray(pred.shape) * sp) ** 2)))
     rows = []
     for c in classes:
-        p, r = pred == c, ref == c
+        if members is None:
+            p, r = pred == c, ref == c
+        else:
+            p, r = np.isin(pred, members[c]), np.isin(ref, members[c])
         tp, fp, fn = int(np.count_nonzero(p & r)), int(np.count_nonzero(p & ~r)), int(np.count_nonzero(~p & r))
         row = dict(cls=int(c), tp=tp, fp=fp, fn=fn, n_pred=tp + fp, n_ref=tp + fn)
         if tp + fp and tp + fn:

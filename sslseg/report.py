@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sslseg.data.loader import load_prepared
+from sslseg.data import DatasetInfo, load_prepared
 from sslseg.io import atomic_path, write_json
 from sslseg.metrics import EMPTY_POLICIES
+from sslseg.protocols import PROTOCOLS
 from sslseg.stats import HIGHER_BETTER, METRICS, cell_table, load_runs, load_wall_times, paired_tests, seed_table
 
 __all__ = ["aggregate"]
@@ -33,35 +34,38 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return f"{mean * s:.2f} ± {std * s:.2f}" if not math.isnan(std) else f"{mean * s:.2f}"
 
 
-def _footer(bench: dict, unit: str) -> list[str]:
+def _footer(spec: dict, unit: str) -> list[str]:
+    proto = PROTOCOLS[spec["protocol"]]
+    order = {"cases-then-classes": "over test cases per class, then over classes",
+             "classes-then-cases": "over classes per test case, then over cases"}[proto.aggregation]
     return [
-        f"Protocol: {bench['protocol']}; distances in {unit}"
-        + (" (no spacing passed, as SSL4MIS/BCP report)" if bench["protocol"] == "paper" else " (stored spacing)")
-        + ". Metrics: medpy 0.5.2 definitions (dc, jc; hd95 = 95th percentile of both directions' surface distances"
-          " pooled; asd directed prediction->reference; connectivity 1).",
-        f"Empty masks: policy '{bench['empty_policy']}': {EMPTY_POLICIES[bench['empty_policy']]}.",
-        f"Model selection: {bench['schedule']['selection']}"
-        + (" (best mean validation Dice)" if bench["schedule"]["selection"] == "val" else " (final iteration)")
+        f"Protocol: {proto.name} ({proto.summary}); distances in {unit}. Metrics: medpy 0.5.2 definitions (dc, jc; "
+        "hd95 = 95th percentile of both directions' surface distances pooled; asd directed prediction->reference;"
+        " connectivity 1).",
+        f"Empty masks: policy '{spec['empty_policy']}': {EMPTY_POLICIES[spec['empty_policy']]}.",
+        f"Model selection: {spec['selection']}"
+        + (" (best mean validation Dice)" if spec["selection"] == "val" else " (final iteration)")
         + "; the test split is never used for selection.",
-        "Cells: mean ± std over seeds (ddof=1) of per-seed means over test cases (class means, then over classes).",
+        f"Cells: mean ± std over seeds (ddof=1) of per-seed means ({order}).",
         "Tests: per-case class mean averaged over seeds, method vs reference, paired t-test and Wilcoxon signed-rank,"
         f" Holm-corrected per metric; * marks Holm-corrected Wilcoxon p < {ALPHA} with the"
         " method better than the reference, † with it worse.",
     ]
 
 
-def _summary_txt(cells: pd.DataFrame, walls: pd.DataFrame, bench: dict, name: str, meta: dict, unit: str) -> str:
-    classes = list(meta["classes"].values())
-    tail = [meta["classes"][str(t)] for t in meta["tail"]]
-    out = [f"Benchmark {name}: dataset {meta['name']}, methods {', '.join(bench['methods'])}, "
-           f"seeds {bench['seeds']}, budgets {bench['labels']} ({meta['budget_unit']})",
+def _summary_txt(cells: pd.DataFrame, walls: pd.DataFrame, bench: dict, name: str, meta: DatasetInfo,
+                 unit: str) -> str:
+    classes = [n for n, _ in meta.groups.values()]
+    tail = [meta.groups[t][0] for t in meta.tail]
+    out = [f"Benchmark {name}: dataset {meta.name}, methods {', '.join(bench['methods'])}, "
+           f"seeds {bench['seeds']}, budgets {bench['labels']} ({meta.budget_unit})",
            f"Tail classes: {', '.join(tail) or 'none'}", ""]
     header = f"{'':14s}" + "".join(f"{LABELS[m] + (' ' + unit if m in ('hd95', 'asd') else ''):>22s}" for m in METRICS)
     for budget in bench["labels"]:
         for method in bench["methods"]:
             sub = cells[(cells["method"] == method) & (cells["budget"] == budget)].set_index("group")
             n_seeds = int(sub["n_seeds"].max())
-            out += [f"== {method} | {budget} {meta['budget_unit']} | {n_seeds} seed(s) ==", header]
+            out += [f"== {method} | {budget} {meta.budget_unit} | {n_seeds} seed(s) ==", header]
             for group in classes + ["overall"] + (["tail"] if tail else []):
                 if group not in sub.index:
                     continue
@@ -97,7 +101,7 @@ def _paper_rows(cells: pd.DataFrame, pvals: pd.DataFrame, bench: dict, meta: dic
 
 
 def _table_md(rows, meta, unit, bench) -> str:
-    head = ["Method", f"Labelled ({meta['budget_unit']})"] + [
+    head = ["Method", f"Labelled ({meta.budget_unit})"] + [
         LABELS[m] + (f" ({unit})" if m in ("hd95", "asd") else "") for m in METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -126,12 +130,15 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def aggregate(bench: dict, name: str, results: Path, prepared: Path, out: Path | None = None) -> None:
+def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = None) -> None:
+    """Tables of benchmark ``bench`` (``sslseg.config.report_spec``: name, methods, labels, seeds, reference,
+    protocol, empty_policy, selection) from the runs under ``results``."""
+    name = bench["name"]
     results, out = Path(results), Path(out or results)
     meta, _ = load_prepared(prepared)
     per_case = load_runs(results, bench)
     unit = str(per_case["unit"].iloc[0])
-    seeds = seed_table(per_case, list(meta["tail"]))
+    seeds = seed_table(per_case, list(meta.tail), PROTOCOLS[bench["protocol"]].aggregation)
     cells = cell_table(seeds)
     pvals = paired_tests(per_case, bench["reference"])
     walls = load_wall_times(results, bench)
@@ -139,8 +146,8 @@ def aggregate(bench: dict, name: str, results: Path, prepared: Path, out: Path |
         per_case.to_csv(tmp, index=False)
     with atomic_path(out / "pvalues.csv") as tmp:
         pvals.to_csv(tmp, index=False)
-    summary = {"benchmark": name, "dataset": meta["name"], "protocol": bench["protocol"], "unit": unit,
-               "empty_policy": bench["empty_policy"], "selection": bench["schedule"]["selection"],
+    summary = {"benchmark": name, "dataset": meta.name, "protocol": bench["protocol"], "unit": unit,
+               "empty_policy": bench["empty_policy"], "selection": bench["selection"],
                "reference": bench["reference"], "std_ddof": 1, "notes": _footer(bench, unit),
                "cells": cells.replace({np.nan: None}).to_dict(orient="records"),
                "per_seed": seeds.replace({np.nan: None}).to_dict(orient="records"),

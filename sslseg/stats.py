@@ -1,8 +1,8 @@
 """Aggregation over cases, classes and seeds, and paired tests against the benchmark's reference method.
 
 * Per seed: per class, the mean over test cases (cases whose value is NaN under the empty policy are excluded and
-  counted); "overall" = mean over all foreground classes of those class means, "tail" = mean over the dataset's
-  tail classes (the SSL4MIS/BCP order: over volumes, then over classes).
+  counted); "overall" = mean over all foreground classes, "tail" = over the dataset's tail classes, in the
+  protocol's order (SSL4MIS/BCP: over volumes, then over classes; or over classes, then over volumes).
 * Table cell: mean +- std over seeds (ddof = 1; one seed gives no std).
 * Paired tests: per case, the class mean averaged over seeds, method vs reference, paired t-test (scipy
   ``ttest_rel``) and Wilcoxon signed-rank (``wilcoxon``, zero_method 'wilcox'); Holm correction
@@ -63,8 +63,12 @@ def load_wall_times(results: Path, bench: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seed_table(per_case: pd.DataFrame, tail: list[int]) -> pd.DataFrame:
-    """Per method x budget x seed x group (a class name, 'overall', 'tail'): metric means and case counts."""
+def seed_table(per_case: pd.DataFrame, tail: list[int], aggregation: str = "cases-then-classes") -> pd.DataFrame:
+    """Per method x budget x seed x group (a class name, 'overall', 'tail'): metric means and case counts.
+
+    ``aggregation`` (the protocol's) orders the two means of 'overall' and 'tail': ``cases-then-classes`` averages
+    each class over cases, then the class means; ``classes-then-cases`` averages each case over its classes, then
+    over cases. NaN values (excluded under the empty policy) are skipped by either mean and counted."""
     keys = ["method", "budget", "seed"]
     g = per_case.groupby(keys + ["cls", "class_name"], sort=False)
     per_class = g[METRICS].mean()  # pandas skips NaN: excluded cases
@@ -73,11 +77,18 @@ def seed_table(per_case: pd.DataFrame, tail: list[int]) -> pd.DataFrame:
     per_class["n_both_empty"] = g["status"].apply(lambda s: int((s == "both_empty").sum()))
     per_class = per_class.reset_index()
     groups = [per_class.assign(group=per_class["class_name"])]
-    for name, sel in (("overall", per_class), ("tail", per_class[per_class["cls"].isin(tail)])):
-        if len(sel):
-            agg = sel.groupby(keys, sort=False).agg({**{m: "mean" for m in METRICS}, "n_cases": "max",
-                                                    "n_excluded": "sum", "n_both_empty": "sum"}).reset_index()
-            groups.append(agg.assign(group=name, cls=-1 if name == "overall" else -2, class_name=name))
+    counts = {"n_cases": "max", "n_excluded": "sum", "n_both_empty": "sum"}
+    for name, cls in (("overall", None), ("tail", tail)):
+        sel = per_class if cls is None else per_class[per_class["cls"].isin(cls)]
+        if not len(sel):
+            continue
+        agg = sel.groupby(keys, sort=False).agg({**{m: "mean" for m in METRICS}, **counts}).reset_index()
+        if aggregation == "classes-then-cases":
+            rows = per_case if cls is None else per_case[per_case["cls"].isin(cls)]
+            case_means = rows.groupby(keys + ["case"], sort=False)[METRICS].mean()
+            agg[METRICS] = case_means.groupby(keys, sort=False).mean().reindex(
+                pd.MultiIndex.from_frame(agg[keys])).to_numpy()
+        groups.append(agg.assign(group=name, cls=-1 if name == "overall" else -2, class_name=name))
     return pd.concat(groups, ignore_index=True)
 
 

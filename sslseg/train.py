@@ -1,10 +1,12 @@
-"""The one trainer: iteration loop, SGD with poly lr, validation-based selection, checkpoint/resume, logging,
-provenance. Methods (sslseg.methods) only turn batches into losses.
+"""The one trainer: iteration loop, learning-rate schedule, stages, validation-based selection, checkpoint/resume,
+logging, provenance. Methods (sslseg.methods) declare their networks, optimisers and stages and turn batches into
+losses; the loop reads nothing method-specific.
 
-Outputs in ``out``: ``model.pt`` (selected weights), ``train_log.csv``, ``provenance.json``. The resume state lives
-in ``out/.resume/state.pt`` -- a path Snakemake does not declare, so it survives a rerun of the job -- and is
-removed once the run has finished. A resumed run continues the same random streams, so on CPU it ends bit for bit
-where an uninterrupted run would.
+Input: a ``RunSpec`` (sslseg.config) -- everything the run depends on. Outputs in ``out``: ``model.pt`` (the
+architectures and selected weights of the predicting network(s)), ``train_log.csv``, ``provenance.json``. The
+resume state lives in ``out/.resume/state.pt`` -- a path Snakemake does not declare, so it survives a rerun of the
+job -- and is removed once the run has finished. A resumed run continues the same random streams, so on CPU it ends
+bit for bit where an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -25,21 +27,21 @@ import numpy as np
 import torch
 
 import sslseg
-from sslseg import SslsegError
-from sslseg.config import config_hash
-from sslseg.data.loader import TwoStreamSampler, load_prepared
+from sslseg import SslsegError, TrainingInterrupted
+from sslseg.config import RunSpec
+from sslseg.data import DatasetInfo, load_prepared
+from sslseg.data.loader import CaseStore, TwoStreamSampler
 from sslseg.device import claim_device
-from sslseg.infer import predict_volume
-from sslseg.io import atomic_path, read_case, write_json
-from sslseg.methods import METHODS, dims_error, method_params
+from sslseg.infer import load_checkpoint, predict_volume
+from sslseg.io import atomic_path, write_json
+from sslseg.methods import METHODS, Method, Stage, build_networks, dims_error, method_params
 from sslseg.metrics import dice_per_class
 from sslseg.models import build_model
+from sslseg.protocols import PROTOCOLS
 
-__all__ = ["train", "seed_everything", "poly_lr", "TrainingInterrupted"]
+__all__ = ["train", "seed_everything", "poly_lr", "TrainingInterrupted", "CHECKPOINT_FORMAT"]
 
-
-class TrainingInterrupted(SslsegError):
-    """SIGTERM/SIGINT arrived (pre-emption, time limit): the resume state was saved; rerunning continues."""
+CHECKPOINT_FORMAT = 2
 
 
 class _StopSignal:
@@ -77,23 +79,25 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
 
 
 class Validator:
-    """Mean foreground Dice over the validation volumes, with the same inference as ``sslseg infer``."""
+    """Mean foreground Dice over the validation volumes, predicted as the validation protocol says (the same
+    ``predict_volume`` as ``sslseg infer``)."""
 
-    def __init__(self, prepared: Path, meta: dict, cases, bench: dict) -> None:
-        self.meta, self.bench = meta, bench
-        n = len(meta["classes"]) + 1
-        ids = cases.loc[cases["split"] == "val", "case"].tolist()
-        self.cases = [read_case(Path(prepared) / "cases" / f"{c}.h5", n_classes=n) for c in ids]
-        if not self.cases:
-            raise SslsegError(f"{Path(prepared) / 'cases.csv'}: no validation case; use schedule/selection 'last'")
+    def __init__(self, prepared: Path, info: DatasetInfo, cases, patch, val: dict) -> None:
+        self.info, self.patch, self.val = info, patch, val
+        self.protocol = PROTOCOLS[val["protocol"]]
+        rows = cases[cases["split"] == "val"]
+        if rows.empty:
+            raise SslsegError(f"{Path(prepared) / 'cases.csv'}: no validation case; use validation/selection 'last'")
+        shapes = [tuple(int(v) for v in s.split("x")) for s in rows["shape"]]
+        self.store = CaseStore(Path(prepared) / "cases", rows["case"].tolist(), shapes, info, labels=True)
 
     def __call__(self, model: torch.nn.Module) -> float:
-        inf, n = self.bench["inference"], len(self.meta["classes"]) + 1
         scores = []
-        for c in self.cases:
-            pred = predict_volume(model, c.image, self.meta["dims"], self.bench["schedule"]["patch"], n,
-                                  self.bench["protocol"], inf["overlap"], inf["mode"], inf["batch_size"])
-            scores.append(np.nanmean(dice_per_class(pred, c.label, range(1, n))))
+        for i in range(len(self.store)):
+            image, label = self.store.read(i)
+            pred = predict_volume(model, image, self.info.dims, self.patch, self.info.n_classes, self.protocol,
+                                  self.val["overlap"], self.val["mode"], self.val["batch_size"])
+            scores.append(np.nanmean(dice_per_class(pred, label, range(1, self.info.n_classes))))
         return float(np.nanmean(scores))
 
 
@@ -106,173 +110,214 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _state_dict_cpu(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+def _snapshot(m: Method) -> dict[str, dict]:
+    return {k: {n: v.detach().cpu().clone() for n, v in mod.state_dict().items()} for k, mod in m.modules().items()}
 
 
-def warm_start_of(bench: dict, method: str) -> str | None:
-    """The method whose model seeds ``method``'s networks in this benchmark, or None."""
-    ws = bench.get("warm_start") or {}
-    return ws.get("from") if ws.get("from") not in (None, method) else None
+class _Run:
+    """Loop state that survives a resume: step, stage, best validation score, log rows, wall time."""
+
+    def __init__(self) -> None:
+        self.step, self.entered, self.log, self.wall = 0, -1, [], 0.0
+        self.best = {"dice": -1.0, "step": -1, "state": None}
 
 
-def train(bench: dict, bench_name: str, method: str, budget: int, seed: int, prepared: Path, out: Path,
-          device: str | None = None, stop_after: int | None = None, log_every: int = 50,
-          init: Path | None = None) -> Path:
+def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, init: Path | None = None,
+          stop_after: int | None = None, log_every: int = 50, ckpt_every: int | None = None) -> Path:
     """Train one run and write ``out/model.pt``; ``stop_after`` ends early leaving the resume state (tests).
 
-    ``init``: the model.pt of the benchmark's ``warm_start`` method (same budget and seed); every network of the
-    method starts from its weights and the run lasts ``warm_start/iterations`` iterations.
+    ``ckpt_every``: iterations between resume states (default ``SSLSEG_CKPT_EVERY``, else 200); an execution
+    setting, not part of the run's identity (a resumed run equals an uninterrupted one).
+    ``init``: the model.pt of the run's warm start (``spec.warm_start``); networks take its weights by name (or its
+    only network), and derived networks (EMA teachers) are built from them.
     """
-    out = Path(out)
-    meta, cases = load_prepared(prepared)
-    sched, dims = dict(bench["schedule"]), meta["dims"]
-    n_classes = len(meta["classes"]) + 1
-    params = method_params(method, bench["hparams"].get(method))
-    if why := dims_error(method, dims):
-        raise SslsegError(f"method {why}; {bench_name!r} is {dims}D")
-    source = warm_start_of(bench, method)
-    init_state, init_hash = None, None
-    if source:
-        if init is None:
-            raise SslsegError(f"benchmark {bench_name!r} warm-starts {method!r} from {source!r}: pass --init "
-                              f"<{source} model.pt of budget {budget}, seed {seed}>")
-        init_state, init_info = _load_init(Path(init), source, budget, seed)
-        init_hash = init_info["config_hash"]
-        sched["iterations"] = bench["warm_start"].get("iterations") or sched["iterations"]
-    identity = {"bench": bench, "method": method, "budget": budget, "seed": seed, "params": repr(params),
-                "init": init_hash}
-    chash = config_hash(identity)
-    rng = seed_everything(seed)
+    out, prepared = Path(out), Path(prepared)
+    info, cases = load_prepared(prepared)
+    if info.name != spec.dataset["name"]:
+        raise SslsegError(f"{prepared}: holds dataset {info.name!r}; benchmark {spec.bench!r} trains on "
+                          f"{spec.dataset['name']!r}")
+    cls = METHODS[spec.method]
+    if why := dims_error(spec.method, info.dims):
+        raise SslsegError(f"method {why}; {spec.bench!r} is {info.dims}D")
+    sched, chash = spec.schedule, spec.hash
+    ckpt_every = ckpt_every or int(os.environ.get("SSLSEG_CKPT_EVERY", 200))
+    if spec.warm_start and init is None:
+        raise SslsegError(f"benchmark {spec.bench!r} warm-starts {spec.method!r} from {spec.warm_start['from']!r}: "
+                          f"pass --init <{spec.warm_start['from']} model.pt of budget {spec.budget}, seed {spec.seed}>")
+    init_states = _load_init(Path(init), spec) if spec.warm_start else None
+    rng = seed_everything(spec.seed)
     dev = claim_device(device)
     torch.set_num_threads(max(1, int(os.environ.get("SSLSEG_THREADS", torch.get_num_threads()))))
 
-    make_model = lambda: build_model(bench["model"], dims, 1, n_classes).to(dev)  # noqa: E731
-    m = METHODS[method](make_model, params, sched["iterations"], n_classes)
-    if init_state is not None:
-        for mod in m.modules().values():
-            mod.load_state_dict(init_state)
-    sampler = TwoStreamSampler(prepared, budget, sched["patch"], dims, n_classes, sched["batch_labelled"],
-                               sched["batch_unlabelled"] if m.uses_unlabelled else 0, rng,
-                               sched["fg_oversample"], mix_batch=m.needs_mix_batch)
-    if m.uses_unlabelled and not sampler.batch_u:
-        raise SslsegError(f"method {method!r} needs unlabelled data: set schedule/batch_unlabelled > 0")
-    opt = torch.optim.SGD(m.parameters(), lr=sched["lr"], momentum=sched["momentum"],
-                          weight_decay=sched["weight_decay"])
-    validator = Validator(prepared, meta, cases, bench) if sched["val_every"] else None
+    nets = build_networks(cls, lambda name: build_model(spec.networks[name], info.dims, info.in_channels,
+                                                        info.n_classes).to(dev))
+    if init_states is not None:
+        for name, net in nets.items():
+            net.load_state_dict(init_states.get(name) or next(iter(init_states.values())))
+    m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes)
+    sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
+                               sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])
+    opts = m.optimisers(sched)
+    for g in (g for o in opts for g in o.param_groups):
+        g.setdefault("initial_lr", g["lr"])
+    stages = sorted(m.stages(), key=lambda s: s.start)
+    val = spec.validation
+    validator = Validator(prepared, info, cases, sched["patch"], val) if val["every"] else None
 
+    run = _Run()
     resume = out / ".resume" / "state.pt"
-    start, best, log_rows, wall_before = 0, {"dice": -1.0, "step": -1, "state": None}, [], 0.0
     if resume.is_file():
-        st = torch.load(resume, map_location="cpu", weights_only=True)
-        if st.get("config_hash") == chash:
-            for k, mod in m.modules().items():
-                mod.load_state_dict(st["modules"][k])
-            opt.load_state_dict(st["optimizer"])
-            sampler.load_state(st["sampler"])
-            torch.set_rng_state(st["torch_rng"])
-            random.setstate(st["py_rng"])
-            start, best, log_rows, wall_before = st["step"], st["best"], st["log"], st["wall"]
-            print(f"[sslseg train] resumed from {resume} at iteration {start}", flush=True)
-        else:
-            print(f"[sslseg train] ignoring {resume}: it belongs to another configuration", flush=True)
+        _restore(resume, chash, m, opts, sampler, run, stages)
 
     t0 = time.time()
     m.train()
-    finished = False
-    step = start
+    total = sched["iterations"]
     with _StopSignal() as stop:
-        for step in range(start, sched["iterations"]):
-            if (stop_after is not None and step >= stop_after) or stop.received is not None:
-                break
-            if step and step == m.restart_step:  # two-stage methods (BCP) go on from the best weights so far
-                if best["state"] is not None:
-                    m.eval_model().load_state_dict(best["state"])
-                m.begin_stage()
-                best = {"dice": -1.0, "step": -1, "state": None}
-            lr = poly_lr(sched["lr"], step, sched["iterations"], sched["poly_power"])
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = {k: v.to(dev) for k, v in sampler.next().items()}
-            loss, logs = m.training_step(batch, step)
+        while run.step < total and not (stop_after is not None and run.step >= stop_after) and stop.received is None:
+            step = run.step
+            if (idx := _stage_index(stages, step)) != run.entered:
+                _enter(stages[idx], m, run)
+                run.entered = idx
+            lr = _set_lr(opts, step, total, sched["poly_power"])
+            loss, logs = m.training_step({k: v.to(dev) for k, v in sampler.next().items()}, step)
             if not torch.isfinite(loss):
-                raise SslsegError(f"{method}: loss became {float(loss)} at iteration {step}")
-            opt.zero_grad(set_to_none=True)
+                raise SslsegError(f"{spec.method}: loss became {float(loss)} at iteration {step}")
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            for o in opts:
+                o.step()
             m.after_step(step)
-            it = step + 1
-            row = {"iteration": it, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
-            if validator and (it % sched["val_every"] == 0 or it == sched["iterations"]):
-                row["val_dice"] = vd = validator(m.eval_model())
+            run.step = it = step + 1
+            row = {"iteration": it, "stage": run.entered, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
+            if validator and (it % val["every"] == 0 or it == total):
+                row["val_dice"] = vd = validator(m.predictor())
                 m.train()
-                if vd > best["dice"]:
-                    best = {"dice": vd, "step": it, "state": _state_dict_cpu(m.eval_model())}
-            log_rows.append(row)
+                if vd > run.best["dice"]:
+                    run.best = {"dice": vd, "step": it, "state": _snapshot(m)}
+            run.log.append(row)
             if it % log_every == 0 or row["val_dice"] != "":
-                print(f"[sslseg train] {bench_name}/{method}/l{budget}/seed{seed} it {it}/{sched['iterations']} "
+                print(f"[sslseg train] {spec.bench}/{spec.method}/l{spec.budget}/seed{spec.seed} it {it}/{total} "
                       f"loss {row['loss']:.4f} lr {lr:.5f} val_dice {row['val_dice']}", flush=True)
-            if it % sched["ckpt_every"] == 0 and it < sched["iterations"]:
-                _save_resume(resume, m, opt, sampler, it, best, log_rows, wall_before + time.time() - t0, chash)
-        else:
-            finished = True
-    wall = wall_before + time.time() - t0
-    if finished:
-        warm = {"from": source, "model": str(init), "config_hash": init_hash} if source else None
-        _finish(out, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched, warm)
+            if it % ckpt_every == 0 and it < total:
+                _save_resume(resume, m, opts, sampler, run, run.wall + time.time() - t0, chash)
+    run.wall += time.time() - t0
+    if run.step >= total:
+        _finish(out, spec, m, info, run, dev, init)
         if resume.is_file():
             resume.unlink()
             resume.parent.rmdir()
         return out / "model.pt"
-    _save_resume(resume, m, opt, sampler, step, best, log_rows, wall, chash)
+    _save_resume(resume, m, opts, sampler, run, run.wall, chash)
     if stop.received is not None:
-        raise TrainingInterrupted(f"stopped by signal {stop.received} before iteration {step}; resume state saved "
-                                  f"in {resume}; rerun the same command to continue")
+        raise TrainingInterrupted(f"stopped by signal {stop.received} before iteration {run.step}; resume state "
+                                  f"saved in {resume}; rerun the same command to continue")
     return resume
 
 
-def _load_init(path: Path, source: str, budget: int, seed: int) -> tuple[dict, dict]:
+def _stage_index(stages: list[Stage], step: int) -> int:
+    return max(i for i, s in enumerate(stages) if s.start <= step)
+
+
+def _enter(stage: Stage, m: Method, run: _Run) -> None:
+    """A stage starts: optionally from the best validation weights so far; selection restarts with it."""
+    if stage.restore_best and run.best["state"] is not None:
+        for k, mod in m.modules().items():
+            mod.load_state_dict(run.best["state"][k])
+    if stage.restore_best:
+        run.best = {"dice": -1.0, "step": -1, "state": None}
+    m.stage = stage.name
+    m.begin_stage(stage)
+
+
+def _set_lr(opts: list[torch.optim.Optimizer], step: int, total: int, power: float) -> float:
+    lrs = []
+    for o in opts:
+        for g in o.param_groups:
+            g["lr"] = poly_lr(g["initial_lr"], step, total, power)
+            lrs.append(g["lr"])
+    return lrs[0]
+
+
+def _load_init(path: Path, spec: RunSpec) -> dict[str, dict]:
+    """State dicts of the warm-start checkpoint by network name; it must be the run the spec names."""
+    src, budget, seed = spec.warm_start["from"], spec.budget, spec.seed
     if not path.is_file():
-        raise SslsegError(f"{path}: warm-start model missing; train {source!r} (budget {budget}, seed {seed}) first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        info = ckpt["info"]
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is reported with its path
-        raise SslsegError(f"{path}: not a readable sslseg model ({type(e).__name__}: {e})") from None
-    if (info.get("method"), info.get("budget"), info.get("seed")) != (source, budget, seed):
+        raise SslsegError(f"{path}: warm-start model missing; train {src!r} (budget {budget}, seed {seed}) first")
+    ckpt = load_checkpoint(path)
+    info = ckpt["info"]
+    if (info.get("method"), info.get("budget"), info.get("seed")) != (src, budget, seed):
         raise SslsegError(f"{path}: is {info.get('method')}/l{info.get('budget')}/seed{info.get('seed')}, "
-                          f"expected the warm start {source}/l{budget}/seed{seed}")
-    return ckpt["state_dict"], info
+                          f"expected the warm start {src}/l{budget}/seed{seed}")
+    if info.get("run") != spec.warm_start["run"]:
+        raise SslsegError(f"{path}: was trained with another configuration (run {info.get('run')}) than this "
+                          f"benchmark's {src!r} (run {spec.warm_start['run']}); retrain it")
+    states = {k: v["state_dict"] for k, v in ckpt["networks"].items()}
+    own = METHODS[spec.method].networks
+    if len(states) > 1 and not set(own) <= set(states):
+        raise SslsegError(f"{path}: has networks {sorted(states)}; {spec.method!r} needs {sorted(own)}")
+    return states
 
 
-def _save_resume(path: Path, m, opt, sampler, step, best, log_rows, wall, chash) -> None:
-    state = {"modules": {k: mod.state_dict() for k, mod in m.modules().items()}, "optimizer": opt.state_dict(),
-             "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
-             "step": step, "best": best, "log": log_rows, "wall": wall, "config_hash": chash}
+def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages: list[Stage]) -> None:
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an unreadable resume state is reported and ignored
+        print(f"[sslseg train] ignoring unreadable {path} ({type(e).__name__})", flush=True)
+        return
+    if st.get("run") != chash:
+        print(f"[sslseg train] ignoring {path}: it belongs to another configuration", flush=True)
+        return
+    for k, mod in m.modules().items():
+        mod.load_state_dict(st["modules"][k])
+    for o, s in zip(opts, st["optimisers"]):
+        o.load_state_dict(s)
+    sampler.load_state(st["sampler"])
+    torch.set_rng_state(st["torch_rng"])
+    if torch.cuda.is_available() and st.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(st["cuda_rng"])
+    random.setstate(st["py_rng"])
+    run.step, run.entered, run.best, run.log, run.wall = st["step"], st["entered"], st["best"], st["log"], st["wall"]
+    if run.entered >= 0:
+        m.stage = stages[run.entered].name
+    print(f"[sslseg train] resumed from {path} at iteration {run.step}", flush=True)
+
+
+def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, chash: str) -> None:
+    state = {"modules": {k: mod.state_dict() for k, mod in m.modules().items()},
+             "optimisers": [o.state_dict() for o in opts], "sampler": sampler.state(),
+             "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+             "step": run.step, "entered": run.entered, "best": run.best, "log": run.log, "wall": wall, "run": chash}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
 
 
-def _finish(out: Path, m, bench, meta, method, budget, seed, best, log_rows, wall, chash, dev, sched,
-            warm: dict | None) -> None:
-    selection = sched["selection"]
-    state = best["state"] if selection == "val" and best["state"] is not None else _state_dict_cpu(m.eval_model())
-    info = {"model": bench["model"], "dims": meta["dims"], "n_classes": len(meta["classes"]) + 1,
-            "patch": list(sched["patch"]), "method": method, "budget": budget, "seed": seed, "config_hash": chash,
-            "selection": selection, "selected_iteration": best["step"] if selection == "val" else sched["iterations"]}
+def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, dev, init: Path | None) -> None:
+    selection, sched = spec.validation["selection"], spec.schedule
+    use_best = selection == "val" and run.best["state"] is not None
+    states = run.best["state"] if use_best else _snapshot(m)
+    selected = run.best["step"] if selection == "val" else sched["iterations"]
+    meta = {"dims": info.dims, "in_channels": info.in_channels, "n_classes": info.n_classes,
+            "patch": list(sched["patch"]), "method": spec.method, "budget": spec.budget, "seed": spec.seed,
+            "run": spec.hash, "selection": selection, "selected_iteration": selected}
+    ckpt = {"format": CHECKPOINT_FORMAT, "predict": list(m.predict), "info": meta,
+            "networks": {n: {"model": spec.networks[n], "state_dict": states[n]} for n in m.predict}}
     with atomic_path(out / "model.pt", suffix=".pt") as tmp:
-        torch.save({"state_dict": state, "info": info}, tmp)
-    fields = sorted({k for r in log_rows for k in r}, key=lambda k: (k not in ("iteration", "lr", "loss"), k))
+        torch.save(ckpt, tmp)
+    fields = sorted({k for r in run.log for k in r}, key=lambda k: (k not in ("iteration", "stage", "lr", "loss"), k))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
-    w.writerows(log_rows)
+    w.writerows(run.log)
     with atomic_path(out / "train_log.csv") as tmp:
         tmp.write_text(buf.getvalue())
     write_json(out / "provenance.json", {
-        "config_hash": chash, "benchmark": bench, "method": method, "iterations": sched["iterations"], "warm_start": warm, "budget": budget, "seed": seed,
-        "selection": selection, "selected_iteration": info["selected_iteration"], "best_val_dice": best["dice"],
-        "wall_time_s": round(wall, 2), "device": str(dev),
+        "run": spec.hash, "spec": spec.identity(), "benchmark": spec.bench, "method": spec.method,
+        "iterations": sched["iterations"], "budget": spec.budget, "seed": spec.seed,
+        "warm_start": None if spec.warm_start is None else {**spec.warm_start, "model": str(init)},
+        "selection": selection, "selected_iteration": selected, "best_val_dice": run.best["dice"],
+        "wall_time_s": round(run.wall, 2), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "git_commit": _git_commit(), "python": sys.version.split()[0], "platform": platform.platform(),
         "versions": {"sslseg": sslseg.__version__, "torch": torch.__version__, "numpy": np.__version__},
@@ -280,5 +325,5 @@ def _finish(out: Path, m, bench, meta, method, budget, seed, best, log_rows, wal
                          f"{torch.get_num_threads()}",
         "time_finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
-    print(f"[sslseg train] wrote {out / 'model.pt'} (selection {selection}, iteration {info['selected_iteration']},"
-          f" best val Dice {best['dice']:.4f}, {wall:.0f} s)", flush=True)
+    print(f"[sslseg train] wrote {out / 'model.pt'} (selection {selection}, iteration {selected}, best val Dice "
+          f"{run.best['dice']:.4f}, {run.wall:.0f} s)", flush=True)

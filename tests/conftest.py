@@ -1,9 +1,10 @@
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from sslseg.config import validate
+from sslseg.config import run_spec, validate
 from sslseg.data import DATASETS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -11,10 +12,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """The two synthetic datasets, generated and prepared once per test session."""
+    """The synthetic datasets, generated and prepared once per test session."""
     root = tmp_path_factory.mktemp("data")
     out = {}
-    for name in ("synth2d", "synth3d"):
+    for name in ("synth2d", "synth3d", "synthpolyp", "synthmm"):
         spec = DATASETS[name]
         spec.download("", root / "raw" / name)
         spec.preprocess(spec, root / "raw" / name, root / "prepared" / name)
@@ -25,13 +26,22 @@ def prepared(tmp_path_factory):
 TINY = {
     "synth2d": {"dataset": "synth2d", "methods": ["supervised", "mean_teacher"], "labels": [1], "seeds": [0, 1],
                 "model": {"name": "unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2]},
-                "schedule": {"iterations": 8, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [32, 32],
-                             "val_every": 4, "ckpt_every": 4}},
+                "schedule": {"iterations": 8, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [32, 32]},
+                "validation": {"every": 4}},
     "synth3d": {"dataset": "synth3d", "methods": ["supervised", "mean_teacher"], "labels": [2], "seeds": [0, 1],
                 "model": {"name": "unet", "channels": [4, 8], "dropout": [0.0, 0.0]},
                 "schedule": {"iterations": 4, "batch_labelled": 1, "batch_unlabelled": 1, "patch": [16, 24, 24],
-                             "val_every": 4, "ckpt_every": 2, "fg_oversample": 0.5},
-                "inference": {"batch_size": 8}},
+                             "fg_oversample": 0.5},
+                "validation": {"every": 4, "batch_size": 8}, "inference": {"batch_size": 8}},
+    "synthpolyp": {"dataset": "synthpolyp", "methods": ["supervised", "fixmatch"], "labels": [4], "seeds": [0],
+                   "model": {"name": "unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2]},
+                   "schedule": {"iterations": 6, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [32, 32]},
+                   "validation": {"every": 3}},
+    "synthmm": {"dataset": "synthmm", "methods": ["supervised", "mean_teacher"], "labels": [2], "seeds": [0],
+                "model": {"name": "unet", "channels": [4, 8], "dropout": [0.0, 0.0]},
+                "schedule": {"iterations": 4, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [16, 16, 16],
+                             "fg_oversample": 0.5},
+                "validation": {"every": 4}},
 }
 
 
@@ -39,3 +49,25 @@ TINY = {
 def tiny():
     """Validated tiny benchmark configs (seconds per run on a CPU)."""
     return validate({"benchmarks": copy.deepcopy(TINY)})["benchmarks"]
+
+
+def fit(bench: dict, method: str, budget: int, seed: int, prepared, out, **kw):
+    """Train ``method`` of a (tiny) benchmark definition through the same run specification as the workflow."""
+    bench = copy.deepcopy(bench)
+    if method not in bench["methods"]:
+        bench["methods"] = list(bench["methods"]) + [method]
+    cfg = validate({"benchmarks": {"t": bench}})
+    from sslseg.train import train
+
+    return train(run_spec(cfg, "t", method, budget, seed), prepared, out, **kw)
+
+
+def build_method(name: str, make, params=None, iterations: int = 100, n_classes: int = 2):
+    """Method ``name`` over networks made by ``make()`` (one call per declared network, initialised as declared),
+    as the trainer builds it; ``params`` a Params instance or overrides."""
+    from sslseg.methods import METHODS, build_networks, method_params
+
+    cls = METHODS[name]
+    if not dataclasses.is_dataclass(params):
+        params = method_params(name, params)
+    return cls(build_networks(cls, lambda _: make()), params, iterations, n_classes)

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from conftest import REPO
 from sslseg import SslsegError
-from sslseg.data import DATASETS, read_split
+from sslseg.data import DATASETS, load_prepared, read_split
 from sslseg.evaluate import evaluate
 from sslseg.infer import predict_volume
 from sslseg.io import read_case, write_nifti
@@ -48,11 +48,10 @@ def test_h5_release_round_trip_and_splits(acdc_h5):
                      ("patient001_frame01", "data/patient001_frame01.h5")):
         prepared = read_case(acdc_h5 / "prepared" / "cases" / f"{cid}.h5", n_classes=4)
         with h5py.File(ACDC / rel) as f:
-            assert np.array_equal(prepared.image, f["image"][()]) and np.array_equal(prepared.label, f["label"][()])
-    import json
-
-    meta = json.loads((acdc_h5 / "prepared" / "dataset.json").read_text())
-    assert meta["spacing_known"] is False and meta["classes"] == {"1": "RV", "2": "Myo", "3": "LV"}
+            assert np.array_equal(prepared.image[0], f["image"][()])
+            assert np.array_equal(prepared.label, f["label"][()])
+    info, _ = load_prepared(acdc_h5 / "prepared")
+    assert info.spacing_known is False and info.classes == {1: "RV", 2: "Myo", 3: "LV"} and info.in_channels == 1
 
 
 def _ssl4mis_test_single_volume(image, label, net, patch):
@@ -73,7 +72,7 @@ def _ssl4mis_test_single_volume(image, label, net, patch):
 
 @real
 @pytest.mark.realdata
-def test_paper_protocol_equals_medpy_on_real_volumes(acdc_h5, tmp_path):
+def test_ssl4mis_protocol_equals_medpy_on_real_volumes(acdc_h5, tmp_path):
     torch.manual_seed(0)
     net = build_model({"name": "unet", "channels": [4, 8, 16], "dropout": [0, 0, 0]}, 2, 1, 4).eval()
     with torch.no_grad():  # bias the head towards the classes so a random net predicts all of them somewhere
@@ -83,20 +82,21 @@ def test_paper_protocol_equals_medpy_on_real_volumes(acdc_h5, tmp_path):
     expected = {}
     for vol in vols:
         case = read_case(acdc_h5 / "prepared" / "cases" / f"{vol}.h5", n_classes=4)
-        ours = predict_volume(net, case.image, 2, [64, 64], 4, protocol="paper", batch_size=3)
-        theirs, rows = _ssl4mis_test_single_volume(case.image, case.label, net, 64)
+        ours = predict_volume(net, case.image, 2, [64, 64], 4, protocol="ssl4mis-2d", batch_size=3)
+        theirs, rows = _ssl4mis_test_single_volume(case.image[0], case.label, net, 64)
         assert np.array_equal(ours, theirs)
         # a prediction with every class present: ground truth eroded by one pixel plus the network's noise
         pred = np.where(ndimage.binary_erosion(case.label > 0, iterations=1), case.label, ours).astype(np.uint8)
-        write_nifti(pred_dir / f"{vol}.nii.gz", pred, case)
+        write_nifti(pred_dir / f"{vol}.nii.gz", pred, case.geom)
         expected[vol] = [(medpy.dc(pred == c, case.label == c), medpy.jc(pred == c, case.label == c),
                           medpy.hd95(pred == c, case.label == c), medpy.asd(pred == c, case.label == c))
                          for c in (1, 2, 3)]
     # evaluate every test case: give the rest a perfect prediction
     for vol in read_split("acdc", "test")[3:]:
         case = read_case(acdc_h5 / "prepared" / "cases" / f"{vol}.h5", n_classes=4)
-        write_nifti(pred_dir / f"{vol}.nii.gz", case.label, case)
-    df = evaluate(pred_dir, acdc_h5 / "prepared", tmp_path / "m.csv", "test", "paper", "zero")
+        write_nifti(pred_dir / f"{vol}.nii.gz", case.label, case.geom)
+    df = evaluate(pred_dir, acdc_h5 / "prepared", tmp_path / "m.csv", "test", "ssl4mis-2d")
+    assert set(df["policy"]) == {"zero"}  # the protocol's default: BCP's test script
     assert set(df["unit"]) == {"voxel"}
     for vol, rows in expected.items():
         got = df[df["case"] == vol].sort_values("cls")[["dice", "jaccard", "hd95", "asd"]].to_numpy()
@@ -173,16 +173,18 @@ def test_raw_zip_is_verified_and_prepared_with_spacing(mini, tmp_path):
     assert cases["case"].iloc[:1312].tolist() == read_split("acdc", "train_slices")
     assert int(cases["labelled_3"].sum()) == 68
     vol = read_case(tmp_path / "prep" / "cases" / "patient001_frame01.h5", n_classes=4)
-    assert vol.spacing_zyx == pytest.approx((10.0, 1.4, 1.5)) and vol.origin == pytest.approx((1.0, 2.0, 3.0))
+    assert vol.geom.spacing_zyx == pytest.approx((10.0, 1.4, 1.5))
+    assert vol.geom.origin == pytest.approx((1.0, 2.0, 3.0))
     assert vol.image.min() == 0.0 and vol.image.max() == 1.0  # per-volume min-max
     sl = read_case(tmp_path / "prep" / "cases" / "patient099_frame01_slice_1.h5", n_classes=4)
-    assert sl.image.shape == (12, 10) and sl.spacing_zyx == pytest.approx((1.4, 1.5))
+    assert sl.image.shape == (1, 12, 10) and sl.geom.spacing_zyx == pytest.approx((1.4, 1.5))
 
 
 @pytest.mark.parametrize("problem, needle", [
     ("missing", "patient001_frame01"),
     ("labels", "outside 0..3"),
     ("shape", "shape"),
+    ("geometry", "differ from"),
 ])
 def test_bad_raw_input_names_the_file_and_keeps_prepared(tmp_path, mini, problem, needle):
     root, zpath, digest = mini
@@ -194,9 +196,13 @@ def test_bad_raw_input_names_the_file_and_keeps_prepared(tmp_path, mini, problem
     if problem == "missing":
         (folder / "patient001_frame01.nii.gz").unlink()
     else:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(gt)))
-        arr = arr + 5 if problem == "labels" else arr[:, :-1]
-        sitk.WriteImage(sitk.GetImageFromArray(arr.astype(np.uint8)), str(gt))
+        ref = sitk.ReadImage(str(gt))
+        arr = sitk.GetArrayFromImage(ref)
+        arr = arr + 5 if problem == "labels" else arr[:, :-1] if problem == "shape" else arr
+        out = sitk.GetImageFromArray(arr.astype(np.uint8))
+        out.SetSpacing((1.5, 1.4, 5.0) if problem == "geometry" else ref.GetSpacing())
+        out.SetOrigin(ref.GetOrigin())
+        sitk.WriteImage(out, str(gt))
     with pytest.raises(SslsegError, match=needle):
         SPEC.preprocess(SPEC, tmp_path / "raw", tmp_path / "prep")
     assert (tmp_path / "prep" / "cases.csv").read_text() == before

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sslseg import SslsegError
-from sslseg.config import benchmark, config_hash, load_config
+from sslseg.config import benchmark, config_hash, evaluation_args, inference_args, load_config, run_spec
 from sslseg.methods import METHODS, method_params
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
@@ -53,7 +53,7 @@ def test_repository_config_is_valid_and_filled():
     assert cfg["targets"] == ["synth2d", "synth3d"]
     s2, s3 = benchmark(cfg, "synth2d"), benchmark(cfg, "synth3d")
     assert s2["protocol"] == "strict" and s3["protocol"] == "strict"
-    assert s2["empty_policy"] == "penalty"
+    assert s2["empty_policy"] is None  # the protocol's (strict: penalty)
     assert s2["reference"] == "supervised"
     assert s2["hparams"] == {}
     raw = yaml.safe_load(REPO_CONFIG.read_text())
@@ -61,10 +61,14 @@ def test_repository_config_is_valid_and_filled():
     # defaults fill what the file leaves out, and keep what it sets
     assert s2["schedule"]["iterations"] == raw["benchmarks"]["synth2d"]["schedule"]["iterations"]
     assert s2["schedule"]["patch"] == [64, 64]
-    assert s2["schedule"]["lr"] == 0.01 and s2["schedule"]["selection"] == "val"
+    assert s2["schedule"]["lr"] == 0.01 and s2["validation"]["selection"] == "val"
     assert s2["schedule"]["fg_oversample"] == 0.0
-    assert s2["inference"] == {"overlap": 0.5, "mode": "gaussian", "batch_size": 4}
-    assert s3["inference"]["batch_size"] == 2
+    assert s2["inference"] == {"overlap": None, "mode": None, "batch_size": 4}  # None: the protocol's
+    assert s3["inference"]["batch_size"] == 2 and s3["validation"]["batch_size"] == 2
+    # inheritance: the -ssl benchmarks are their base with other methods
+    s2ssl = benchmark(cfg, "synth2d-ssl")
+    assert s2ssl["methods"][-1] == "bcp" and {k: v for k, v in s2ssl.items() if k != "methods"} == \
+        {k: v for k, v in s2.items() if k != "methods"}
     assert s2["model"]["name"] == "unet" and s2["model"]["channels"] == [8, 16, 32, 64]
     for b in (s2, s3):
         assert set(b["methods"]) <= set(METHODS.names())
@@ -73,11 +77,15 @@ def test_repository_config_is_valid_and_filled():
 def test_minimal_config_gets_all_defaults(tmp_path):
     cfg = load_config(write(tmp_path, BASE))
     b = cfg["benchmarks"]["b"]
-    assert b["protocol"] == "strict" and b["empty_policy"] == "penalty" and b["reference"] == "supervised"
-    assert b["model"] == {"name": "unet", "channels": [16, 32, 64, 128, 256], "dropout": [0.05, 0.1, 0.2, 0.3, 0.5]}
+    assert b["protocol"] == "strict" and b["empty_policy"] is None and b["reference"] == "supervised"
+    assert b["model"] == {"name": "unet"}
+    spec = run_spec(cfg, "b", "mean_teacher", 1, 0)
+    assert spec.networks["student"] == {"name": "unet", "channels": [16, 32, 64, 128, 256],
+                                        "dropout": [0.05, 0.1, 0.2, 0.3, 0.5], "deep_supervision": False}
     assert b["schedule"]["iterations"] == 30000 and b["schedule"]["batch_labelled"] == 12
-    assert b["schedule"]["val_every"] == 200 and b["schedule"]["ckpt_every"] == 200
-    assert b["inference"]["mode"] == "gaussian"
+    assert b["validation"]["every"] == 200
+    assert inference_args(cfg, "b") == {"protocol": "strict", "overlap": 0.5, "mode": "gaussian", "batch_size": 4}
+    assert evaluation_args(cfg, "b") == {"protocol": "strict", "empty_policy": "penalty"}
 
 
 def test_config_hash_is_stable_and_sensitive(tmp_path):
@@ -119,7 +127,7 @@ def test_wrong_type(tmp_path):
 @pytest.mark.parametrize("bench,where", [
     (dict(labels=[0]), "benchmarks/b/labels/0"),
     (dict(seeds=[0, 0]), "benchmarks/b/seeds"),
-    (dict(protocol="lenient"), "benchmarks/b/protocol"),
+
     (dict(empty_policy="skip"), "benchmarks/b/empty_policy"),
     (dict(inference={"overlap": 1.0}), "benchmarks/b/inference/overlap"),
     (dict(schedule={"patch": [64, 4]}), "benchmarks/b/schedule/patch/1"),
@@ -158,8 +166,46 @@ def test_warm_start_from_a_method_of_the_benchmark(tmp_path):
 
 
 def test_unknown_model(tmp_path):
-    msg = error(tmp_path, edit(model={"name": "vnet"}))
-    assert "benchmarks/b/model/name" in msg and "'vnet'" in msg
+    msg = error(tmp_path, edit(model={"name": "resnet"}))
+    assert "benchmarks/b/model/name" in msg and "'resnet'" in msg and "vnet" in msg
+
+
+def test_unknown_protocol(tmp_path):
+    msg = error(tmp_path, edit(protocol="lenient"))
+    assert "benchmarks/b/protocol" in msg and "'lenient'" in msg and "ssl4mis-2d" in msg
+
+
+@pytest.mark.parametrize("model, needle", [
+    ({"name": "unet", "chanels": [8, 16]}, "'chanels'"),
+    ({"name": "unet", "channels": "wide"}, "'channels'"),
+    ({"name": "unet", "deep_supervision": "yes"}, "true or false"),
+    ({"name": "vnet", "normalization": "layernorm"}, "'normalization'"),
+    ({"name": "vnet"}, "3D"),  # synth2d is 2D
+])
+def test_model_parameters_are_validated_per_model(tmp_path, model, needle):
+    msg = error(tmp_path, edit(model=model))
+    assert "benchmarks/b/model" in msg and needle in msg
+
+
+def test_per_method_network_override(tmp_path):
+    cfg = load_config(write(tmp_path, edit(methods=["supervised", "cps"], networks={
+        "cps": {"second": {"name": "unet", "channels": [4, 8], "dropout": [0, 0]}}})))
+    spec = run_spec(cfg, "b", "cps", 1, 0)
+    assert spec.networks["student"]["channels"] == [16, 32, 64, 128, 256]
+    assert spec.networks["second"]["channels"] == [4, 8]
+    msg = error(tmp_path, edit(methods=["supervised", "cps"], networks={"cps": {"third": {"name": "unet"}}}))
+    assert "benchmarks/b/networks/cps" in msg and "'third'" in msg and "second" in msg
+    msg = error(tmp_path, edit(methods=["supervised", "cps"], networks={"cps": {"second": {"name": "unet",
+                                                                                           "width": 3}}}))
+    assert "benchmarks/b/networks/cps/second" in msg and "'width'" in msg
+
+
+def test_method_needing_features_rejects_a_model_without_them(tmp_path, monkeypatch):
+    from sslseg.models import MODELS
+
+    monkeypatch.delattr(MODELS["unet"], "encode")
+    msg = error(tmp_path, edit(methods=["supervised", "unimatch"]))
+    assert "benchmarks/b/model" in msg and "encode" in msg
 
 
 def test_reference_not_in_methods(tmp_path):
@@ -175,9 +221,9 @@ def test_channels_dropout_length_mismatch(tmp_path):
 
 
 def test_val_selection_needs_validation(tmp_path):
-    msg = error(tmp_path, edit(schedule={"val_every": 0}))
-    assert "benchmarks/b/schedule" in msg and "val_every" in msg
-    load_config(write(tmp_path, edit(schedule={"val_every": 0, "selection": "last"})))
+    msg = error(tmp_path, edit(validation={"every": 0}))
+    assert "benchmarks/b/validation" in msg and "every" in msg
+    load_config(write(tmp_path, edit(validation={"every": 0, "selection": "last"})))
 
 
 def test_unknown_hparams_key(tmp_path):
@@ -258,3 +304,82 @@ def test_method_params_applies_overrides():
         method_params("mean_teacher", {"noise_std": "0.1"})
     with pytest.raises(SslsegError, match="none"):
         method_params("supervised", {"lr": 0.1})
+
+
+# ---------------------------------------------------------------- inheritance and run identity
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path):
+    cfg = edit(schedule={"iterations": 100, "lr": 0.02}, hparams={"bcp": {"pretrain": 0.1}},
+               model={"name": "unet", "channels": [8, 16], "dropout": [0, 0]})
+    cfg["benchmarks"]["c"] = {"extends": "b", "seeds": [3], "schedule": {"lr": 0.05},
+                              "hparams": {"mean_teacher": {"ema_decay": 0.9}}}
+    cfg["benchmarks"]["d"] = {"extends": "c", "model": {"name": "unet", "channels": [4, 8]}}
+    cfg["benchmarks"]["e"] = {"extends": "c", "dataset": "synth3d", "labels": [2], "model": {"name": "vnet"}}
+    got = load_config(write(tmp_path, cfg))["benchmarks"]
+    c, d, e = got["c"], got["d"], got["e"]
+    assert c["seeds"] == [3] and c["methods"] == ["supervised", "mean_teacher"] and "extends" not in c
+    assert c["schedule"]["iterations"] == 100 and c["schedule"]["lr"] == 0.05
+    assert c["hparams"] == {"bcp": {"pretrain": 0.1}, "mean_teacher": {"ema_decay": 0.9}}
+    assert d["model"] == {"name": "unet", "channels": [4, 8], "dropout": [0, 0]} and d["seeds"] == [3]
+    assert e["model"] == {"name": "vnet"}  # another model replaces the inherited mapping
+
+
+@pytest.mark.parametrize("benches, needle", [
+    ({"c": {"extends": "nosuch"}}, "benchmarks/c/extends: unknown benchmark 'nosuch'"),
+    ({"c": {"extends": "d"}, "d": {"extends": "c"}}, "inheritance cycle"),
+])
+def test_bad_extends(tmp_path, benches, needle):
+    cfg = edit()
+    cfg["benchmarks"].update(benches)
+    assert needle in error(tmp_path, cfg)
+
+
+def test_run_identity_holds_only_what_the_run_depends_on(tmp_path):
+    base = edit(methods=["supervised", "mean_teacher", "cps"], labels=[1, 2], seeds=[0, 1])
+    a = load_config(write(tmp_path, base))
+    ids = {(m, n, s): run_spec(a, "b", m, n, s).hash for m in ("supervised", "mean_teacher") for n in (1, 2)
+           for s in (0, 1)}
+    assert len(set(ids.values())) == len(ids)  # every run its own identity
+    same = [
+        dict(seeds=[0, 1, 2]), dict(labels=[1, 2, 4]), dict(methods=["supervised", "mean_teacher", "cps", "uamt"]),
+        dict(hparams={"cps": {"consistency": 1.0}}), dict(inference={"batch_size": 1, "overlap": 0.25}),
+        dict(empty_policy="exclude"), dict(reference="cps"),
+        dict(protocol="ssl4mis-2d", validation={"protocol": "strict"}),  # validation pinned: only tests change
+        dict(networks={"cps": {"second": {"name": "unet", "channels": [4, 8], "dropout": [0, 0]}}}),
+    ]
+    for change in same:
+        b = load_config(write(tmp_path, edit(**{**base["benchmarks"]["b"], **change})))
+        assert all(run_spec(b, "b", m, n, s).hash == h for (m, n, s), h in ids.items()), change
+    differ = [
+        (dict(hparams={"mean_teacher": {"consistency": 1.0}}), {"mean_teacher"}),
+        (dict(schedule={"iterations": 10}), {"supervised", "mean_teacher"}),
+        (dict(validation={"every": 50}), {"supervised", "mean_teacher"}),
+        (dict(model={"name": "unet", "channels": [8, 16], "dropout": [0, 0]}), {"supervised", "mean_teacher"}),
+        (dict(protocol="ssl4mis-2d"), {"supervised", "mean_teacher"}),  # validation predicts as its protocol
+        (dict(warm_start={"from": "supervised"}), {"mean_teacher"}),
+    ]
+    for change, changed in differ:
+        b = load_config(write(tmp_path, edit(**{**base["benchmarks"]["b"], **change})))
+        moved = {m for (m, n, s), h in ids.items() if run_spec(b, "b", m, n, s).hash != h}
+        assert moved == changed, change
+
+
+def test_warm_started_identity_follows_its_source(tmp_path):
+    cfg = edit(warm_start={"from": "supervised", "iterations": 5})
+    a = load_config(write(tmp_path, cfg))
+    mt = run_spec(a, "b", "mean_teacher", 1, 0)
+    assert mt.schedule["iterations"] == 5 and mt.warm_start == {"from": "supervised",
+                                                                 "run": run_spec(a, "b", "supervised", 1, 0).hash}
+    cfg["benchmarks"]["b"]["schedule"] = {"lr": 0.02}
+    b = load_config(write(tmp_path, cfg))
+    assert run_spec(b, "b", "mean_teacher", 1, 0).warm_start["run"] != mt.warm_start["run"]
+
+
+def test_run_spec_round_trips_and_refuses_foreign_methods(tmp_path):
+    from sslseg.config import RunSpec
+
+    cfg = load_config(write(tmp_path, BASE))
+    spec = run_spec(cfg, "b", "mean_teacher", 1, 0)
+    assert RunSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(SslsegError, match="no method 'cps'"):
+        run_spec(cfg, "b", "cps", 1, 0)

@@ -13,11 +13,12 @@ import torch.nn as nn
 from sslseg.infer import gaussian_map, predict_volume, sliding_window
 
 
-def pointwise(dims: int, n_classes: int) -> nn.Module:
+def pointwise(dims: int, n_classes: int, channels: int = 1) -> nn.Module:
     """A 1x1(x1) convolution with fixed, distinct weights: the logits at a voxel depend on that voxel only."""
-    conv = (nn.Conv2d if dims == 2 else nn.Conv3d)(1, n_classes, 1)
+    conv = (nn.Conv2d if dims == 2 else nn.Conv3d)(channels, n_classes, 1)
     with torch.no_grad():
-        conv.weight.copy_(torch.linspace(-2.0, 3.0, n_classes).view(n_classes, 1, *[1] * dims))
+        w = torch.linspace(-2.0, 3.0, n_classes * channels).view(n_classes, channels, *[1] * dims)
+        conv.weight.copy_(w)
         conv.bias.copy_(torch.linspace(1.0, -1.5, n_classes))
     return conv.eval()
 
@@ -119,7 +120,7 @@ def test_sliding_window_equals_whole_image(shape, patch, overlap, mode):
     n_classes = 4
     model = pointwise(len(shape), n_classes)
     image = torch.randn(shape) * 2
-    probs = sliding_window(model, image, patch, n_classes, overlap=overlap, mode=mode, batch_size=3)
+    probs = sliding_window(model, image[None], patch, n_classes, overlap=overlap, mode=mode, batch_size=3)
     assert tuple(probs.shape) == (n_classes,) + shape
     assert torch.isfinite(probs).all()
     torch.testing.assert_close(probs, whole(model, image), rtol=1e-5, atol=1e-6)
@@ -147,7 +148,7 @@ def test_window_placement(shape, patch, overlap, starts):
             seen.extend(x[:, 0].reshape(x.shape[0], -1)[:, 0].tolist())
             return rec(x)
 
-    sliding_window(Spy(), image, patch, 2, overlap=overlap, mode="constant", batch_size=2)
+    sliding_window(Spy(), image[None], patch, 2, overlap=overlap, mode="constant", batch_size=2)
     assert sum(s[0] for s in rec.shapes) == n
     assert all(s[2:] == tuple(patch) for s in rec.shapes)
     if padded == list(shape):
@@ -157,7 +158,7 @@ def test_window_placement(shape, patch, overlap, starts):
 
 def test_sliding_window_constant_model():
     model = Constant(3, 2)
-    probs = sliding_window(model, torch.zeros(11, 9, 10), (4, 4, 4), 3, overlap=0.5, mode="gaussian")
+    probs = sliding_window(model, torch.zeros(1, 11, 9, 10), (4, 4, 4), 3, overlap=0.5, mode="gaussian")
     assert probs.argmax(0).eq(2).all()
     torch.testing.assert_close(probs[2], torch.full((11, 9, 10), float(torch.tensor([0.0, 0, 5]).softmax(0)[2])))
 
@@ -171,48 +172,48 @@ def test_sliding_window_constant_model():
 ])
 def test_sliding_window_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sliding_window(pointwise(2, 2), torch.zeros(8, 8), (4, 4), 2, **kwargs)
+        sliding_window(pointwise(2, 2), torch.zeros(1, 8, 8), (4, 4), 2, **kwargs)
 
 
 # ---------------------------------------------------------------- predict_volume
 
-@pytest.mark.parametrize("protocol", ["paper", "strict"])
+@pytest.mark.parametrize("protocol", ["ssl4mis-2d", "strict"])
 @pytest.mark.parametrize("shape", [(3, 20, 14), (1, 16, 16), (2, 9, 31), (20, 14)])
 def test_predict_volume_2d_shape_and_dtype(protocol, shape):
     rng = np.random.default_rng(0)
     image = rng.standard_normal(shape).astype(np.float32)
-    pred = predict_volume(pointwise(2, 4), image, 2, (16, 16), 4, protocol=protocol, batch_size=2)
+    pred = predict_volume(pointwise(2, 4), image[None], 2, (16, 16), 4, protocol=protocol, batch_size=2)
     assert pred.shape == shape
     assert pred.dtype == np.uint8
     assert pred.max() < 4
 
 
-@pytest.mark.parametrize("protocol", ["paper", "strict"])
+@pytest.mark.parametrize("protocol", ["ssl4mis-2d", "strict"])
 def test_predict_volume_2d_at_patch_size_is_the_plain_argmax(protocol):
     rng = np.random.default_rng(1)
     image = rng.standard_normal((3, 16, 12)).astype(np.float32)
     model = pointwise(2, 4)
-    pred = predict_volume(model, image, 2, (16, 12), 4, protocol=protocol, batch_size=2)
+    pred = predict_volume(model, image[None], 2, (16, 12), 4, protocol=protocol, batch_size=2)
     expected = model(torch.from_numpy(image)[:, None]).argmax(1).numpy()
     np.testing.assert_array_equal(pred, expected)
     assert not model.training
 
 
-@pytest.mark.parametrize("protocol", ["paper", "strict"])
+@pytest.mark.parametrize("protocol", ["ssl4mis-2d", "strict"])
 def test_predict_volume_2d_constant_model(protocol):
-    pred = predict_volume(Constant(4, 3), np.zeros((2, 13, 21), np.float32), 2, (16, 16), 4, protocol=protocol)
+    pred = predict_volume(Constant(4, 3), np.zeros((1, 2, 13, 21), np.float32), 2, (16, 16), 4, protocol=protocol)
     assert pred.shape == (2, 13, 21)
     assert np.all(pred == 3)
 
 
 def test_predict_volume_2d_resizing_protocols():
-    """Image = 2x2 constant blocks at twice the patch size, pointwise model: 'paper' (order-0 zoom down and back)
+    """Image = 2x2 constant blocks at twice the patch size, pointwise model: 'ssl4mis-2d' (order-0 zoom down and back)
     reproduces the full-resolution argmax exactly; 'strict' (bilinear) agrees on most voxels."""
     rng = np.random.default_rng(2)
     image = np.repeat(np.repeat(rng.standard_normal((1, 8, 8)).astype(np.float32), 2, 1), 2, 2)  # 2x2 blocks
     model = pointwise(2, 3)
-    paper = predict_volume(model, image, 2, (8, 8), 3, protocol="paper")
-    strict = predict_volume(model, image, 2, (8, 8), 3, protocol="strict")
+    paper = predict_volume(model, image[None], 2, (8, 8), 3, protocol="ssl4mis-2d")
+    strict = predict_volume(model, image[None], 2, (8, 8), 3, protocol="strict")
     plain = model(torch.from_numpy(image)[:, None]).argmax(1).numpy()
     np.testing.assert_array_equal(paper, plain)  # constant 2x2 blocks survive nearest down/up-sampling
     assert strict.shape == paper.shape
@@ -223,6 +224,23 @@ def test_predict_volume_3d_is_sliding_window_argmax():
     torch.manual_seed(0)
     image = np.random.default_rng(3).standard_normal((7, 10, 9)).astype(np.float32)
     model = pointwise(3, 3)
-    pred = predict_volume(model, image, 3, (4, 6, 6), 3, overlap=0.5, mode="constant")
+    pred = predict_volume(model, image[None], 3, (4, 6, 6), 3, overlap=0.5, mode="constant")
     assert pred.dtype == np.uint8 and pred.shape == image.shape
     np.testing.assert_array_equal(pred, whole(model, torch.from_numpy(image)).argmax(0).numpy())
+
+
+# ---------------------------------------------------------------- channels
+
+@pytest.mark.parametrize("dims, shape, patch", [(2, (3, 13, 9), (8, 8)), (3, (2, 7, 10, 9), (4, 6, 6))])
+def test_multichannel_prediction_equals_the_whole_image(dims, shape, patch):
+    """RGB 2D images and two-channel volumes: every channel reaches the network, windows stitch exactly."""
+    image = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    model = pointwise(dims, 3, channels=shape[0])
+    pred = predict_volume(model, image, dims, patch if dims == 3 else shape[1:], 3, overlap=0.5, mode="constant")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image)[None]).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(pred, expected)
+    if dims == 3:  # a network that ignored the second channel would disagree somewhere
+        drop = image.copy()
+        drop[1] = 0
+        assert not np.array_equal(predict_volume(model, drop, 3, patch, 3, overlap=0.5, mode="constant"), pred)

@@ -14,36 +14,48 @@ from sslseg import SslsegError
 from sslseg.cli import main
 from sslseg.data import DATASETS
 from sslseg.data.prepare import write_tables
-from sslseg.io import Case, atomic_path, read_case, read_nifti, write_case, write_nifti
+from sslseg.io import Case, Geometry, atomic_path, read_case, read_nifti, write_case, write_nifti
 
 
 def _case(shape=(4, 9, 7), seed=0) -> Case:
     rng = np.random.default_rng(seed)
-    return Case(rng.random(shape).astype(np.float32), rng.integers(0, 4, shape).astype(np.uint8), (1.5, 1.25, 5.0))
+    return Case(rng.random((1,) + shape).astype(np.float32), rng.integers(0, 4, shape).astype(np.uint8),
+                Geometry((1.5, 1.25, 5.0)))
 
 
-def _raw_h5(path, image, label=None, spacing=None):
+def _raw_h5(path, image, label=None, fmt=2):
+    """A hand-made prepared case file: ``image`` gets the channel axis; geometry attributes as write_case's."""
     with h5py.File(path, "w") as f:
-        f.create_dataset("image", data=image)
+        if image is not None:
+            f.create_dataset("image", data=image[None])
         if label is not None:
             f.create_dataset("label", data=label)
-        if spacing is not None:
-            f.attrs["spacing"] = spacing
+        f.attrs["format"] = fmt
+        n = (image if image is not None else label).ndim
+        f.attrs["spacing"], f.attrs["origin"], f.attrs["direction"] = [1.0] * n, [0.0] * n, np.eye(n).ravel()
 
 
 # ---------------------------------------------------------------- read_case
 
 def test_read_case_round_trip(tmp_path):
     c = _case()
-    c.origin, c.direction = (1.0, -2.0, 3.5), tuple(np.eye(3)[[1, 0, 2]].ravel().tolist())
+    c.geom = Geometry((1.5, 1.25, 5.0), (1.0, -2.0, 3.5), tuple(np.eye(3)[[1, 0, 2]].ravel().tolist()))
     write_case(tmp_path / "a.h5", c)
     back = read_case(tmp_path / "a.h5", n_classes=4)
     np.testing.assert_array_equal(back.image, c.image)
     np.testing.assert_array_equal(back.label, c.label)
     assert back.image.dtype == np.float32 and back.label.dtype == np.uint8
-    assert back.spacing == c.spacing and back.spacing_zyx == (5.0, 1.25, 1.5)
-    assert back.origin == c.origin and back.direction == c.direction
-    assert read_case(tmp_path / "a.h5", labels=False).label is None
+    assert back.geom == c.geom and back.geom.spacing_zyx == (5.0, 1.25, 1.5) and back.source is None
+    assert read_case(tmp_path / "a.h5", label=False).label is None
+    assert read_case(tmp_path / "a.h5", image=False).image is None
+
+
+def test_read_case_of_an_older_format_says_to_preprocess_again(tmp_path):
+    path = tmp_path / "old.h5"
+    _raw_h5(path, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.uint8), fmt=1)
+    with pytest.raises(SslsegError, match="older sslseg.*rerun `sslseg preprocess`") as e:
+        read_case(path)
+    assert str(path) in str(e.value)
 
 
 def test_read_case_missing_file(tmp_path):
@@ -85,8 +97,7 @@ def test_read_case_random_bytes_and_corrupt_chunks(tmp_path):
 
 def test_read_case_without_image_or_label(tmp_path):
     path = tmp_path / "noimage.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("label", data=np.zeros((3, 3), np.uint8))
+    _raw_h5(path, None, np.zeros((3, 3), np.uint8))
     with pytest.raises(SslsegError) as e:
         read_case(path)
     assert str(path) in str(e.value)
@@ -95,7 +106,7 @@ def test_read_case_without_image_or_label(tmp_path):
     with pytest.raises(SslsegError, match="label") as e:
         read_case(path)
     assert str(path) in str(e.value)
-    assert read_case(path, labels=False).label is None
+    assert read_case(path, label=False).label is None
 
 
 def test_read_case_shape_mismatch(tmp_path):
@@ -150,7 +161,7 @@ def test_read_nifti_missing(tmp_path):
 
 def test_read_nifti_truncated(tmp_path):
     path = tmp_path / "trunc.nii.gz"
-    write_nifti(path, np.random.default_rng(0).random((10, 20, 20)).astype(np.float32), _case())
+    write_nifti(path, np.random.default_rng(0).random((10, 20, 20)).astype(np.float32), _case().geom)
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.truncate(size // 2)
@@ -164,16 +175,16 @@ def test_nifti_round_trip_keeps_geometry(tmp_path, dtype):
     array = (rng.random((5, 8, 6)) * 50).astype(dtype)
     theta = 0.3
     rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    like = Case(None, None, (0.7, 1.5, 5.0), (-10.5, 22.25, 3.0), tuple(rot.ravel().tolist()))
+    like = Geometry((0.7, 1.5, 5.0), (-10.5, 22.25, 3.0), tuple(rot.ravel().tolist()))
     path = tmp_path / "sub" / "x.nii.gz"
     write_nifti(path, array, like)
-    back = read_nifti(path)
-    np.testing.assert_array_equal(back.image, array)
-    assert back.image.dtype == array.dtype
-    np.testing.assert_allclose(back.spacing, like.spacing, rtol=1e-6)
-    np.testing.assert_allclose(back.origin, like.origin, rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(back.direction, like.direction, atol=1e-5)
-    assert back.spacing_zyx == pytest.approx((5.0, 1.5, 0.7), rel=1e-6)
+    back, geom = read_nifti(path)
+    np.testing.assert_array_equal(back, array)
+    assert back.dtype == array.dtype
+    np.testing.assert_allclose(geom.spacing, like.spacing, rtol=1e-6)
+    np.testing.assert_allclose(geom.origin, like.origin, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(geom.direction, like.direction, atol=1e-5)
+    assert geom.spacing_zyx == pytest.approx((5.0, 1.5, 0.7), rel=1e-6) and geom.close_to(like)
     assert [p.name for p in path.parent.iterdir()] == ["x.nii.gz"]  # no temporary file left
     # the written file is an ordinary NIfTI for other readers too
     img = sitk.ReadImage(str(path))
@@ -181,12 +192,11 @@ def test_nifti_round_trip_keeps_geometry(tmp_path, dtype):
 
 
 def test_nifti_round_trip_2d(tmp_path):
-    like = Case(None, None, (1.25, 0.5))
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    write_nifti(tmp_path / "s.nii.gz", array, like)
-    back = read_nifti(tmp_path / "s.nii.gz")
-    np.testing.assert_array_equal(back.image, array)
-    np.testing.assert_allclose(back.spacing, (1.25, 0.5))
+    write_nifti(tmp_path / "s.nii.gz", array, Geometry((1.25, 0.5)))
+    back, geom = read_nifti(tmp_path / "s.nii.gz")
+    np.testing.assert_array_equal(back, array)
+    np.testing.assert_allclose(geom.spacing, (1.25, 0.5))
 
 
 # ---------------------------------------------------------------- atomic_path
@@ -311,7 +321,7 @@ def _prepared(tmp_path):
         label[:, 6:9, 3:8] = 2
         label[1:, 8:11, 1:4] = 3
         image = (label / 3 + 0.1 * rng.random(label.shape)).astype(np.float32)
-        write_case(out / "cases" / f"{cid}.h5", Case(image, label, (1.5, 1.5, 6.5)))
+        write_case(out / "cases" / f"{cid}.h5", Case(image[None], label, Geometry((1.5, 1.5, 6.5))))
         rows.append(dict(case=cid, patient=cid, split="test", shape=label.shape, spacing=(6.5, 1.5, 1.5)))
     write_tables(spec, out, rows, {"source": "test"})
     return out
@@ -328,7 +338,7 @@ def test_cli_evaluate_ok_then_malformed_prediction(tmp_path, capsys):
     pred = tmp_path / "pred"
     for cid in ("synth2d_t0", "synth2d_t1"):
         ref = read_case(prepared / "cases" / f"{cid}.h5")
-        write_nifti(pred / f"{cid}.nii.gz", ref.label, ref)
+        write_nifti(pred / f"{cid}.nii.gz", ref.label, ref.geom)
     out = tmp_path / "metrics.csv"
     # positive control: perfect predictions evaluate cleanly
     assert _evaluate(cfg, pred, prepared, out) == 0
@@ -351,10 +361,44 @@ def test_cli_evaluate_missing_and_misshapen_predictions(tmp_path, capsys):
     cfg = _config(tmp_path)
     pred = tmp_path / "pred"
     ref = read_case(prepared / "cases" / "synth2d_t0.h5")
-    write_nifti(pred / "synth2d_t0.nii.gz", ref.label, ref)
+    write_nifti(pred / "synth2d_t0.nii.gz", ref.label, ref.geom)
     assert _evaluate(cfg, pred, prepared, tmp_path / "m.csv") == 1
     _one_error_line(capsys, "synth2d_t1", str(pred))
-    write_nifti(pred / "synth2d_t1.nii.gz", ref.label[:, :-1], ref)
+    write_nifti(pred / "synth2d_t1.nii.gz", ref.label[:, :-1], ref.geom)
     assert _evaluate(cfg, pred, prepared, tmp_path / "m.csv") == 1
     _one_error_line(capsys, "synth2d_t1.nii.gz", "shape")
     assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize("defect, needle", [
+    ("float", "label map of integers"),
+    ("range", "outside 0..3"),
+    ("origin", "geometry"),
+    ("spacing", "geometry"),
+])
+def test_cli_evaluate_refuses_a_prediction_that_is_not_a_label_map_on_the_reference_grid(tmp_path, capsys, defect,
+                                                                                          needle):
+    prepared = _prepared(tmp_path)
+    cfg = _config(tmp_path)
+    pred = tmp_path / "pred"
+    for cid in ("synth2d_t0", "synth2d_t1"):
+        ref = read_case(prepared / "cases" / f"{cid}.h5")
+        write_nifti(pred / f"{cid}.nii.gz", ref.label, ref.geom)
+    ref = read_case(prepared / "cases" / "synth2d_t1.h5")
+    arr, geom = ref.label, ref.geom
+    if defect == "float":
+        arr = arr.astype(np.float32) + 0.4
+    elif defect == "range":
+        arr = arr + 4
+    else:
+        geom = Geometry((1.5, 1.5, 3.0) if defect == "spacing" else geom.spacing, (5.0, 0.0, 0.0))
+    write_nifti(pred / "synth2d_t1.nii.gz", arr, geom)
+    assert _evaluate(cfg, pred, prepared, tmp_path / "m.csv") == 1
+    _one_error_line(capsys, "synth2d_t1.nii.gz", needle)
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_cli_train_on_the_prepared_folder_of_another_dataset(tmp_path, capsys, prepared):
+    cfg = _config(tmp_path)
+    assert main(_train_args(cfg, tmp_path, prepared=prepared["synth3d"])) == 1
+    _one_error_line(capsys, str(prepared["synth3d"]), "'synth3d'", "'synth2d'")

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import build_method
 from sslseg.methods import METHODS, method_params
 from sslseg.methods.common import sigmoid_rampup, sup_loss
 
@@ -31,7 +32,7 @@ def batch(n_l=2, n_u=3, n_classes=2, size=4):
 # ------------------------------------------------------------------------------------------------------------ UA-MT
 
 def test_uamt_threshold_schedule():
-    m = METHODS["uamt"](lambda: const_net([0.0, 0.0]), method_params("uamt"), 1000, 2)
+    m = build_method("uamt", lambda: const_net([0.0, 0.0]), method_params("uamt"), 1000, 2)
     assert m.threshold(0) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(2))
     assert m.threshold(500) == pytest.approx((0.75 + 0.25 * math.exp(-5 * 0.25)) * math.log(2))
     assert m.threshold(1000) == pytest.approx(math.log(2))
@@ -39,7 +40,7 @@ def test_uamt_threshold_schedule():
 
 @pytest.mark.parametrize("teacher_bias, certain", [([2.0, 0.0], True), ([0.0, 0.0], False)])
 def test_uamt_masks_uncertain_voxels(teacher_bias, certain):
-    m = METHODS["uamt"](lambda: const_net([0.5, -0.5]), method_params("uamt", {"consistency": 1.0}), 100, 2)
+    m = build_method("uamt", lambda: const_net([0.5, -0.5]), method_params("uamt", {"consistency": 1.0}), 100, 2)
     with torch.no_grad():
         m.teacher.bias.copy_(torch.tensor(teacher_bias))
     p_t = torch.softmax(torch.tensor(teacher_bias), 0)
@@ -58,7 +59,7 @@ def test_uamt_masks_uncertain_voxels(teacher_bias, certain):
 
 def test_cps_cross_targets_and_weights():
     nets = iter([const_net([1.0, 0.0, 0.5]), const_net([0.0, 0.2, 1.5])])
-    m = METHODS["cps"](lambda: next(nets), method_params("cps", {"consistency": 0.3}), 100, 3)
+    m = build_method("cps", lambda: next(nets), method_params("cps", {"consistency": 0.3}), 100, 3)
     with torch.no_grad():  # CPS re-initialises both networks (Kaiming / Xavier): pin them again for the test
         for net, bias in ((m.student, [1.0, 0.0, 0.5]), (m.second, [0.0, 0.2, 1.5])):
             net.weight.zero_()
@@ -77,7 +78,7 @@ def test_cps_cross_targets_and_weights():
 
 def test_cps_targets_are_detached_and_inits_differ():
     torch.manual_seed(0)
-    m = METHODS["cps"](lambda: torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1)), method_params("cps"),
+    m = build_method("cps", lambda: torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1)), method_params("cps"),
                        10, 3)
     assert not torch.equal(m.student[0].weight, m.second[0].weight)
     b = batch(n_classes=3)

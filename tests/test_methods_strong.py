@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 import sslseg.augment as aug
+from conftest import build_method, fit
 from sslseg.methods import METHODS, method_params
 from sslseg.methods.bcp import largest_cc, mix_loss
 from sslseg.methods.unimatch import decode_with_fp
@@ -105,7 +106,7 @@ def test_bcp_mix_loss_weights_inside_and_outside():
 
 
 def test_bcp_step_mixes_both_ways_with_the_paper_weights():
-    m = METHODS["bcp"](Threshold, method_params("bcp", {"pretrain": 0.0}), 100, 2)
+    m = build_method("bcp", Threshold, method_params("bcp", {"pretrain": 0.0}), 100, 2)
     a, b, ua, ub = (torch.full((1, 1, 3, 3), v) for v in (1.0, 0.0, 0.25, 0.75))
     batch = {"x_l": torch.cat([a, b]), "y_l": torch.zeros(2, 3, 3, dtype=torch.long), "x_u": torch.cat([ua, ub])}
     loss, logs = m.training_step(batch, 0)
@@ -118,11 +119,11 @@ def test_bcp_step_mixes_both_ways_with_the_paper_weights():
     # inside a predicted 1 vs label 0 -> CE L, Dice 1 (weight 1). X_l: b predicted 0 = label 0, ub predicted 1 =
     # pseudo 1 -> 0. Loss = (Dice 1 + CE L) / 2.
     assert loss.item() == pytest.approx((1 + L) / 2, rel=1e-4)
-    assert logs["stage"] == 1
+    assert m.stage == "self-train"
 
 
 def test_bcp_pretraining_mixes_labelled_images_only():
-    m = METHODS["bcp"](Threshold, method_params("bcp", {"pretrain": 0.5}), 10, 2)
+    m = build_method("bcp", Threshold, method_params("bcp", {"pretrain": 0.5}), 10, 2)
     a, b = torch.full((1, 1, 3, 3), 1.0), torch.full((1, 1, 3, 3), 0.0)
     y = torch.stack([torch.zeros(3, 3), torch.ones(3, 3)]).long()  # a's label 0 (wrong), b's label 1 (wrong)
     loss, logs = m.training_step({"x_l": torch.cat([a, b]), "y_l": y, "x_u": torch.rand(2, 1, 3, 3)}, 4)
@@ -130,7 +131,7 @@ def test_bcp_pretraining_mixes_labelled_images_only():
     inside = torch.zeros(3, 3, dtype=torch.bool)
     inside[:2, :2] = True
     assert torch.equal(x[0, 0], torch.where(inside, 0.0, 1.0))  # a outside, b inside
-    assert logs["stage"] == 0 and loss.item() == pytest.approx((2 + 2 * L) / 2, rel=1e-4)  # both weights 1
+    assert m.stage == "pretrain" and loss.item() == pytest.approx((2 + 2 * L) / 2, rel=1e-4)  # both weights 1
 
 
 def test_bcp_reference_masked_dice_leaves_background_unmasked():
@@ -211,7 +212,7 @@ def const_logits(n_classes=2):
 def test_unimatch_loss_weights_and_targets(monkeypatch):
     import sslseg.methods.unimatch as um
 
-    m = METHODS["unimatch"](const_logits(), method_params("unimatch"), 10, 2)
+    m = build_method("unimatch", const_logits(), method_params("unimatch"), 10, 2)
     calls = []
 
     def fake_unsup(logits, pseudo, conf):
@@ -234,7 +235,7 @@ def test_unimatch_loss_weights_and_targets(monkeypatch):
 
 
 def test_fixmatch_ignores_low_confidence_pixels():
-    m = METHODS["fixmatch"](const_logits(), method_params("fixmatch"), 10, 2)
+    m = build_method("fixmatch", const_logits(), method_params("fixmatch"), 10, 2)
     probs_target = torch.tensor([[[0, 1], [1, 0]]])
     logits = torch.zeros(1, 2, 2, 2)
     conf = torch.tensor([[[0.99, 0.96], [0.5, 0.94]]])  # only the first row passes 0.95
@@ -247,7 +248,7 @@ def test_fixmatch_ignores_low_confidence_pixels():
 def test_fixmatch_loss_is_half_supervised_plus_strong(monkeypatch):
     import sslseg.methods.fixmatch as fm
 
-    m = METHODS["fixmatch"](const_logits(), method_params("fixmatch"), 10, 2)
+    m = build_method("fixmatch", const_logits(), method_params("fixmatch"), 10, 2)
     monkeypatch.setattr(m, "unsup_loss", lambda *a: torch.tensor(4.0))
     monkeypatch.setattr(fm, "sup_loss", lambda logits, y: torch.tensor(2.0))
     batch = {"x_l": torch.rand(2, 1, 8, 8), "y_l": torch.zeros(2, 8, 8).long(), "x_u": torch.rand(2, 1, 8, 8),
@@ -258,9 +259,8 @@ def test_fixmatch_loss_is_half_supervised_plus_strong(monkeypatch):
 
 def test_strong_methods_refuse_3d(tiny, prepared, tmp_path):
     from sslseg import SslsegError
-    from sslseg.train import train
 
     assert METHODS["fixmatch"].spatial_dims == METHODS["unimatch"].spatial_dims == (2,)
-    with pytest.raises(SslsegError, match="'unimatch' is defined for 2D benchmarks; 't' is 3D"):
-        train(tiny["synth3d"], "t", "unimatch", 2, 0, prepared["synth3d"], tmp_path / "run")
+    with pytest.raises(SslsegError, match="'unimatch' is defined for 2D benchmarks; dataset 'synth3d' is 3D"):
+        fit(tiny["synth3d"], "unimatch", 2, 0, prepared["synth3d"], tmp_path / "run")
     assert not (tmp_path / "run").exists()

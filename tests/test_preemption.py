@@ -16,13 +16,14 @@ from conftest import TINY
 
 def _cmd(cfg, prepared, out):
     return [sys.executable, "-m", "sslseg", "train", "--config", str(cfg), "--bench", "synth2d", "--method",
-            "mean_teacher", "--labels", "1", "--seed", "0", "--prepared", str(prepared), "--out", str(out)]
+            "mean_teacher", "--labels", "1", "--seed", "0", "--prepared", str(prepared), "--out", str(out),
+            "--ckpt-every", "10"]
 
 
 @pytest.fixture
 def setup(tmp_path, prepared):
-    bench = dict(TINY["synth2d"], schedule=dict(TINY["synth2d"]["schedule"], iterations=150, ckpt_every=10,
-                                                val_every=50))
+    bench = dict(TINY["synth2d"], schedule=dict(TINY["synth2d"]["schedule"], iterations=150),
+                 validation={"every": 50})
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"benchmarks": {"synth2d": bench}}))
     env = dict(os.environ, SSLSEG_THREADS="1")
@@ -46,8 +47,8 @@ def test_killed_run_resumes_to_the_same_model(setup, sig, code):
     assert state.exists() and not (out / "model.pt").exists()
     r = subprocess.run(_cmd(cfg, prepared, out), env=env, capture_output=True, text=True, check=True)
     assert "resumed from" in r.stdout
-    a = torch.load(tmp / "full" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    a = torch.load(tmp / "full" / "model.pt", weights_only=True)["networks"]["student"]["state_dict"]
+    b = torch.load(out / "model.pt", weights_only=True)["networks"]["student"]["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp / "full" / "train_log.csv").read_text().splitlines()[1:] == \
         (out / "train_log.csv").read_text().splitlines()[1:]

@@ -1,6 +1,7 @@
-"""The trainer: smoke runs per method and dimensionality, determinism, resume, provenance; Mean Teacher's
-mechanism on tiny tensors."""
+"""The trainer: smoke runs per method and dataset (grey and RGB 2D, one- and two-channel 3D), determinism, resume,
+stages, warm start, provenance, a toy method added from outside; Mean Teacher's mechanism on tiny tensors."""
 
+import dataclasses
 import json
 import math
 
@@ -8,52 +9,55 @@ import pandas as pd
 import pytest
 import torch
 
-from sslseg.methods import METHODS, method_params
+from conftest import build_method, fit
+from sslseg.data import load_prepared
+from sslseg.methods import METHODS, Method, method_params
 from sslseg.methods.common import dice_loss, ema_update, sigmoid_rampup
-from sslseg.train import poly_lr, train
+from sslseg.train import poly_lr
 
 
-def _weights(path):
-    return torch.load(path, weights_only=True)["state_dict"]
+def _weights(path, network=None):
+    ckpt = torch.load(path, weights_only=True)
+    return ckpt["networks"][network or ckpt["predict"][0]]["state_dict"]
 
 
-@pytest.mark.parametrize("bench", ["synth2d", "synth3d"])
+@pytest.mark.parametrize("bench", ["synth2d", "synth3d", "synthpolyp", "synthmm"])
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains(tiny, prepared, tmp_path, bench, method):
     b = tiny[bench]
-    if (3 if bench == "synth3d" else 2) not in METHODS[method].spatial_dims:
-        pytest.skip(f"{method} is 2D only")
+    info, _ = load_prepared(prepared[bench])
+    if info.dims not in METHODS[method].spatial_dims:
+        pytest.skip(f"{method} is {METHODS[method].spatial_dims}D only")
     b["schedule"]["batch_labelled"] = b["schedule"]["batch_unlabelled"] = 2  # BCP mixes halves of each batch
-    out = train(b, bench, method, b["labels"][0], 0, prepared[bench], tmp_path / "run")
+    out = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "run")
     assert out == tmp_path / "run" / "model.pt"
     log = pd.read_csv(tmp_path / "run" / "train_log.csv")
     assert len(log) == b["schedule"]["iterations"] and log["loss"].map(math.isfinite).all()
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
-    for key in ("config_hash", "seed", "versions", "git_commit", "device", "wall_time_s", "selected_iteration"):
+    for key in ("run", "spec", "seed", "versions", "git_commit", "device", "wall_time_s", "selected_iteration"):
         assert key in prov
+    assert prov["spec"]["method"] == method and "bench" not in prov["spec"]
     assert not (tmp_path / "run" / ".resume").exists()
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["info"]["in_channels"] == info.in_channels and ckpt["predict"] == list(METHODS[method].predict)
     # parameters moved away from the initialisation
-    torch.manual_seed(0)
-    assert any(not torch.equal(v, _weights(out)[k]) for k, v in _init_state(b, prepared[bench]).items()
-               if v.dtype.is_floating_point)
+    init = _init_state(b, info)
+    assert any(not torch.equal(v, _weights(out)[k]) for k, v in init.items() if v.dtype.is_floating_point)
 
 
-def _init_state(b, prepared):
-    import json as j
-
+def _init_state(b, info):
     from sslseg.models import build_model
     from sslseg.train import seed_everything
 
-    meta = j.loads((prepared / "dataset.json").read_text())
     seed_everything(0)
-    return build_model(b["model"], meta["dims"], 1, len(meta["classes"]) + 1).state_dict()
+    return build_model(b["model"], info.dims, info.in_channels, info.n_classes).state_dict()
 
 
 def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
     b = tiny["synth2d"]
-    a = train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "a")
-    c = train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "c")
-    d = train(b, "t", "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "d")
+    a = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "a")
+    c = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "c")
+    d = fit(b, "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "d")
     wa, wc, wd = _weights(a), _weights(c), _weights(d)
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
     assert any(not torch.equal(wa[k], wd[k]) for k in wa if wa[k].dtype.is_floating_point)
@@ -64,14 +68,14 @@ def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
 def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, method):
     # unimatch: strong augmentations draw from torch's generator; bcp: the stop falls across its stage change
     b = tiny[bench]
-    b["schedule"]["selection"] = "last"
+    b["validation"]["selection"] = "last"
     if method == "bcp":
         b["schedule"]["batch_labelled"] = 2
         b["hparams"] = {"bcp": {"pretrain": 0.25}}  # self-training from iteration 2; the run stops at 3
-    full = train(b, "t", method, b["labels"][0], 0, prepared[bench], tmp_path / "full")
-    resume = train(b, "t", method, b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
+    full = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "full")
+    resume = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
     assert resume.name == "state.pt" and not (tmp_path / "cut" / "model.pt").exists()
-    cut = train(b, "t", method, b["labels"][0], 0, prepared[bench], tmp_path / "cut")
+    cut = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "cut")
     wf, wc = _weights(full), _weights(cut)
     assert all(torch.equal(wf[k], wc[k]) for k in wf)
     lf = pd.read_csv(tmp_path / "full" / "train_log.csv")
@@ -81,10 +85,10 @@ def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, metho
 
 def test_resume_state_of_another_config_is_ignored(tiny, prepared, tmp_path):
     b = tiny["synth2d"]
-    train(b, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "r", stop_after=5)
+    fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "r", stop_after=5)
     b2 = dict(b, schedule=dict(b["schedule"], lr=0.02))
-    train(b2, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "r")
-    fresh = train(b2, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "fresh")
+    fit(b2, "supervised", 1, 0, prepared["synth2d"], tmp_path / "r")
+    fresh = fit(b2, "supervised", 1, 0, prepared["synth2d"], tmp_path / "fresh")
     w1, w2 = _weights(tmp_path / "r" / "model.pt"), _weights(fresh)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
@@ -108,7 +112,7 @@ def test_dice_loss_by_hand():
 
 def test_mean_teacher_schedule_and_ema():
     make = lambda: torch.nn.Conv2d(1, 2, 1)  # noqa: E731
-    mt = METHODS["mean_teacher"](make, method_params("mean_teacher"), 30000, 2)
+    mt = build_method("mean_teacher", make, method_params("mean_teacher"), 30000, 2)
     assert mt.consistency_weight(999) == 0.0  # SSL4MIS: off before iteration 1000 of 30000
     assert mt.consistency_weight(1000) == pytest.approx(0.1 * math.exp(-5 * (1 - 1000 / 30000) ** 2))
     assert mt.consistency_weight(30000) == pytest.approx(0.1)
@@ -138,7 +142,7 @@ def test_mean_teacher_consistency_uses_unlabelled_only():
     noise gives zero consistency loss, whatever the labelled batch holds."""
     make = lambda: torch.nn.Conv2d(1, 3, 1)  # noqa: E731
     p = method_params("mean_teacher", {"noise_std": 0.0})
-    mt = METHODS["mean_teacher"](make, p, 10, 3)
+    mt = build_method("mean_teacher", make, p, 10, 3)
     batch = {"x_l": torch.randn(2, 1, 4, 4), "y_l": torch.randint(0, 3, (2, 4, 4)), "x_u": torch.randn(3, 1, 4, 4)}
     _, logs = mt.training_step(batch, 5)
     assert logs["loss_cons"] == pytest.approx(0.0, abs=1e-12)
@@ -148,45 +152,56 @@ def test_mean_teacher_consistency_uses_unlabelled_only():
     assert logs["loss_cons"] > 0
 
 
-def test_warm_start_loads_every_network_and_checks_its_source(tiny, prepared, tmp_path):
+def test_warm_start_loads_the_networks_and_checks_its_source(tiny, prepared, tmp_path):
     from sslseg import SslsegError
+    from sslseg.config import run_spec, validate
+    from sslseg.train import train
 
     b = tiny["synth2d"]
-    sup = train(b, "t", "supervised", 1, 0, prepared["synth2d"], tmp_path / "sup")
     b["warm_start"] = {"from": "supervised", "iterations": 2}
+    sup = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "sup")
     with pytest.raises(SslsegError, match="--init"):
-        train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt")
+        fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt")
     with pytest.raises(SslsegError, match="expected the warm start supervised/l1/seed1"):
-        train(b, "t", "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "mt", init=sup)
-    b["schedule"].update(val_every=0, selection="last")
-    b["schedule"]["lr"] = 1e-12  # two steps that barely move: the result must be the warm start itself
-    out = train(b, "t", "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt", init=sup)
-    w0, w1 = _weights(sup), _weights(out)
-    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6) for k in w0 if "running" not in k
-               and "num_batches" not in k)
+        fit(b, "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "mt", init=sup)
+    other = dict(b, schedule=dict(b["schedule"], lr=0.02))  # the supervised run of this config would differ
+    with pytest.raises(SslsegError, match="another configuration"):
+        fit(other, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt", init=sup)
+    fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "mt", init=sup)
     prov = json.loads((tmp_path / "mt" / "provenance.json").read_text())
     assert prov["iterations"] == 2 and prov["warm_start"]["from"] == "supervised"
     assert len(pd.read_csv(tmp_path / "mt" / "train_log.csv")) == 2
+    # two steps that barely move (lr 1e-12, last iteration): the student is the warm start itself
+    still = dict(b, schedule=dict(b["schedule"], lr=1e-12), validation={"every": 0, "selection": "last"})
+    spec = run_spec(validate({"benchmarks": {"t": still}}), "t", "mean_teacher", 1, 0)
+    spec = dataclasses.replace(spec, warm_start=dict(spec.warm_start, run=prov["spec"]["warm_start"]["run"]))
+    out = train(spec, prepared["synth2d"], tmp_path / "still", init=sup)
+    w0, w1 = _weights(sup), _weights(out)
+    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6) for k in w0 if "running" not in k
+               and "num_batches" not in k)
 
 
 def test_bcp_self_training_restarts_from_the_best_pretraining_weights(tiny, prepared, tmp_path, monkeypatch):
     import sslseg.train as tr
 
     b = tiny["synth2d"]
-    b["schedule"].update(iterations=8, val_every=1, batch_labelled=2)
+    b["schedule"].update(iterations=8, batch_labelled=2)
+    b["validation"] = {"every": 1}
     b["hparams"] = {"bcp": {"pretrain": 0.5}}
     scores = iter([0.1, 0.9, 0.2, 0.3, 0.5, 0.4, 0.45, 0.2])  # best pre-training at 2, best self-training at 5
     seen = {}
     monkeypatch.setattr(tr.Validator, "__call__", lambda self, model: next(scores))
     real = METHODS["bcp"].begin_stage
 
-    def spy(self):
-        seen["student"] = {k: v.clone() for k, v in self.student.state_dict().items()}
-        real(self)
-        seen["teacher"] = {k: v.clone() for k, v in self.teacher.state_dict().items()}
+    def spy(self, stage):
+        if stage.name == "self-train":
+            seen["student"] = {k: v.clone() for k, v in self.student.state_dict().items()}
+        real(self, stage)
+        if stage.name == "self-train":
+            seen["teacher"] = {k: v.clone() for k, v in self.teacher.state_dict().items()}
 
     monkeypatch.setattr(METHODS["bcp"], "begin_stage", spy)
-    out = train(b, "t", "bcp", 1, 0, prepared["synth2d"], tmp_path / "bcp")
+    out = fit(b, "bcp", 1, 0, prepared["synth2d"], tmp_path / "bcp")
     prov = json.loads((tmp_path / "bcp" / "provenance.json").read_text())
     assert prov["selected_iteration"] == 5 and prov["best_val_dice"] == 0.5  # selection restarted at 4
     log = pd.read_csv(tmp_path / "bcp" / "train_log.csv")
@@ -195,6 +210,6 @@ def test_bcp_self_training_restarts_from_the_best_pretraining_weights(tiny, prep
     assert _weights(out).keys() == seen["student"].keys()
     # the student restarted from the weights of iteration 2 (the best pre-training score), not those of 4
     scores = iter([0.1, 0.9])
-    state = train(b, "t", "bcp", 1, 0, prepared["synth2d"], tmp_path / "cut", stop_after=2)
+    state = fit(b, "bcp", 1, 0, prepared["synth2d"], tmp_path / "cut", stop_after=2)
     at2 = torch.load(state, weights_only=True)["modules"]["student"]
     assert all(torch.equal(at2[k], seen["student"][k]) for k in at2)

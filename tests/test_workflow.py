@@ -60,17 +60,58 @@ def test_bad_config_names_the_problem(tmp_path, edit, needle):
 
 
 def test_tiny_workflow_end_to_end_and_reruns(tmp_path):
+    """A tiny run of grey 2D, RGB 2D (JPEG files), one- and two-channel 3D benchmarks, launched with
+    --configfile beside a config.yaml that describes something else; then what each kind of edit reruns."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"benchmarks": {"other": dict(TINY["synth3d"])}}))
     cfg = {"benchmarks": {"synth2d": TINY["synth2d"],
-                          "synth3d": dict(TINY["synth3d"], methods=["supervised"], seeds=[0])}}
-    write_config(tmp_path, cfg)
-    smk(tmp_path, "--cores", "2", "--show-failed-logs")
-    for bench in ("synth2d", "synth3d"):
+                          "synth3d": dict(TINY["synth3d"], methods=["supervised"], seeds=[0]),
+                          "synthpolyp": dict(TINY["synthpolyp"], methods=["supervised"]),
+                          "synthmm": dict(TINY["synthmm"], methods=["supervised"])}}
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    run = ("--configfile", str(edited))
+    smk(tmp_path, *run, "--cores", "2", "--show-failed-logs")
+    assert not (tmp_path / "results" / "other").exists()
+    for bench in cfg["benchmarks"]:
         for name in ("summary.txt", "summary.json", "per_case.csv", "pvalues.csv", "tables.xlsx", "table.md",
                      "table.tex"):
             assert (tmp_path / "results" / bench / name).is_file(), name
     summary = (tmp_path / "results" / "synth2d" / "summary.txt").read_text()
     assert "mean_teacher" in summary and "overall" in summary and "tail" in summary
-    assert "Nothing to be done" in smk(tmp_path, "-n").stdout + smk(tmp_path, "-n").stderr
+    assert "whole" in (tmp_path / "results" / "synthmm" / "summary.txt").read_text()  # regions scored
+    assert "Nothing to be done" in smk(tmp_path, *run, "-n").stdout + smk(tmp_path, *run, "-n").stderr
     (tmp_path / "results" / "synth2d" / "mean_teacher" / "l1" / "seed1" / "model.pt").unlink()
-    counts = job_counts(smk(tmp_path, "-n").stdout)
+    counts = job_counts(smk(tmp_path, *run, "-n").stdout)
     assert counts == {"train": 1, "infer": 1, "evaluate": 1, "aggregate": 1, "all": 1}
+    smk(tmp_path, *run, "--cores", "2")
+
+    def dry(change):
+        new = yaml.safe_load(edited.read_text())
+        change(new["benchmarks"]["synth2d"])
+        path = tmp_path / "changed.yaml"
+        path.write_text(yaml.safe_dump(new))
+        out = smk(tmp_path, "--configfile", str(path), "-n").stdout
+        return job_counts(out), out
+
+    counts, out = dry(lambda b: b.update(seeds=[0, 1, 2]))  # one more seed: its two runs, nothing else
+    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "all": 1}, out
+    counts, _ = dry(lambda b: b.update(methods=["supervised", "mean_teacher", "cps"]))  # one more method
+    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    counts, _ = dry(lambda b: b.update(hparams={"cps": {"consistency": 1.0}}))  # a method it does not run
+    assert counts == {}
+    counts, _ = dry(lambda b: b.update(hparams={"mean_teacher": {"consistency": 1.0}}))
+    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    counts, _ = dry(lambda b: b.update(inference={"batch_size": 1}))  # inference only: no training
+    assert counts == {"infer": 4, "evaluate": 4, "aggregate": 1, "all": 1}
+    counts, _ = dry(lambda b: b.update(empty_policy="exclude"))  # evaluation only
+    assert counts == {"evaluate": 4, "aggregate": 1, "all": 1}
+    counts, _ = dry(lambda b: b.update(reference="mean_teacher"))  # reporting only
+    assert counts == {"aggregate": 1, "all": 1}
+
+
+def test_config_overrides_on_the_command_line_reach_the_stages(tmp_path):
+    write_config(tmp_path, {"benchmarks": {"synth2d": TINY["synth2d"], "synth3d": TINY["synth3d"]}})
+    r = smk(tmp_path, "-n", "-p", "--config", "targets=[synth3d]")
+    counts = job_counts(r.stdout)
+    assert counts["train"] == 4 and counts["aggregate"] == 1  # synth3d only: 2 methods x 2 seeds
+    assert "sslseg train --spec" in r.stdout and '"name":"synth3d"' in r.stdout and "synth2d" not in r.stdout

@@ -1,45 +1,102 @@
-"""Dataset registry. A dataset knows its classes, dimensionality, frozen splits, how to fetch its raw files
+"""Dataset registry. A dataset is a typed description (``DatasetInfo``) plus how to fetch its raw files
 (``download``) and how to turn them into the prepared layout (``preprocess``):
 
-    resources/prepared/{dataset}/cases/{case}.h5   image (float32), label (uint8), geometry attributes
+    resources/prepared/{dataset}/cases/{case}.h5   image (channels, *spatial), label, geometry (see sslseg.io)
     resources/prepared/{dataset}/cases.csv         case, patient, split, labelled_{n} per budget, shape, spacing
-    resources/prepared/{dataset}/dataset.json      classes, tail classes, dims, modality, intensity handling
+    resources/prepared/{dataset}/dataset.json      the DatasetInfo, plus how this copy was prepared
 
-For 2D-slice datasets (``dims == 2``) the training split is stored as single slices (as the SSL4MIS release is)
-and validation/test as volumes, so inference and metrics always see whole volumes.
+A 2D dataset (``dims == 2``) trains on single slices and predicts slice by slice. Its training cases may be stored
+as slices (as the SSL4MIS ACDC release is) or as volumes (every slice is a sample); validation and test cases are
+whole volumes or single images, so inference and metrics always see what a paper scores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from sslseg import SslsegError
 from sslseg.registry import Registry
 
-__all__ = ["DatasetSpec", "DATASETS", "read_split"]
+__all__ = ["DatasetInfo", "DatasetSpec", "DATASETS", "read_split", "load_prepared"]
 
 SPLIT_DIR = Path(__file__).parent / "splits"
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetInfo:
+    """What a dataset is: classes, channels, dimensionality, units, budgets. Written to dataset.json."""
+
     name: str
-    classes: dict[int, str]  # foreground classes only; 0 is background
-    tail: tuple[int, ...]  # the small "tail" structures, averaged separately in summaries
-    dims: int  # 2: slice-wise training and inference; 3: patches
+    classes: dict[int, str]  # foreground label ids -> names; 0 is background
+    dims: Literal[2, 3]  # 2: slice-wise training and inference; 3: patches
     modality: str
-    intensity: str  # how preprocessing normalises intensities (recorded in dataset.json)
-    budget_unit: str  # what a label budget counts
-    download: Callable[..., dict | None]  # (source, raw_dir, sha256=None) -> facts for download.json
-    preprocess: Callable[["DatasetSpec", Path, Path], None]  # (spec, raw_dir, out_dir)
-    budgets: tuple[int, ...] = field(default=())  # budgets with a frozen labelled list
+    intensity: str  # how preprocessing normalises intensities
+    budget_unit: str  # what a label budget counts, e.g. "labelled patients"
+    budgets: tuple[int, ...] = ()  # budgets with a frozen labelled list
+    tail: tuple[int, ...] = ()  # small "tail" structures (ids of ``groups``), averaged separately
+    in_channels: int = 1
+    channel_names: tuple[str, ...] = ()
+    spacing_known: bool = True  # False: the source has no physical spacing; distances are in voxels
     mirror: bool = True  # 3D flips/rot90 allowed; False where left/right organs must stay apart
+    # Scored structures. None: each class alone (exclusive labels). Otherwise overlapping regions, each the union
+    # of label ids (BraTS-style whole tumour / tumour core), which evaluation scores instead of the classes.
+    regions: dict[str, tuple[int, ...]] | None = None
 
     @property
     def n_classes(self) -> int:
+        """Network outputs: the foreground classes plus background."""
         return len(self.classes) + 1
+
+    @property
+    def groups(self) -> dict[int, tuple[str, tuple[int, ...]]]:
+        """What evaluation scores: id -> (name, label ids). Classes, or the regions numbered from 1."""
+        if self.regions is None:
+            return {c: (name, (c,)) for c, name in self.classes.items()}
+        return {i + 1: (name, tuple(ids)) for i, (name, ids) in enumerate(self.regions.items())}
+
+    def to_json(self) -> dict:
+        """JSON form; regions become a list of [name, ids] pairs, so their order (their ids) survives."""
+        d = asdict(self)
+        d["classes"] = {str(k): v for k, v in self.classes.items()}
+        if self.regions is not None:
+            d["regions"] = [[name, list(ids)] for name, ids in self.regions.items()]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DatasetInfo":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["classes"] = {int(k): v for k, v in sorted(d["classes"].items(), key=lambda kv: int(kv[0]))}
+        for k in ("budgets", "tail", "channel_names"):
+            d[k] = tuple(d.get(k, ()))
+        if d.get("regions") is not None:
+            d["regions"] = {name: tuple(ids) for name, ids in d["regions"]}
+        return cls(**d)
+
+    def replace(self, **changes) -> "DatasetInfo":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its description and its two stages. ``target_spacing`` (x, y, z mm) and ``crop``
+    (``nonzero``: to the bounding box of non-zero image voxels, as nnU-Net) are applied by the shared NIfTI
+    preprocessing (sslseg.data.prepare); ``normalise`` maps one raw channel to the network's input range."""
+
+    info: DatasetInfo
+    download: Callable[..., dict | None]  # (source, raw_dir, sha256=None) -> facts for download.json
+    preprocess: Callable[["DatasetSpec", Path, Path], None]  # (spec, raw_dir, out_dir)
+    normalise: Callable | None = None
+    target_spacing: tuple[float, ...] | None = None
+    crop: Literal["nonzero"] | None = None
+    preparation: dict = field(default_factory=dict)  # what else dataset.json should record
+
+    @property
+    def name(self) -> str:
+        return self.info.name
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -54,6 +111,27 @@ def read_split(dataset: str, name: str) -> list[str]:
     if len(set(ids)) != len(ids):
         raise SslsegError(f"{path}: duplicate ids in split list")
     return ids
+
+
+def load_prepared(prepared: Path):
+    """(DatasetInfo, cases table) of a prepared folder; a missing or outdated one raises SslsegError."""
+    import pandas as pd
+
+    from sslseg.io import FORMAT
+
+    prepared = Path(prepared)
+    for name in ("dataset.json", "cases.csv"):
+        if not (prepared / name).is_file():
+            raise SslsegError(f"{prepared / name}: missing; run `sslseg preprocess` first")
+    try:
+        meta = json.loads((prepared / "dataset.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise SslsegError(f"{prepared / 'dataset.json'}: prepared by an older sslseg (format "
+                              f"{meta.get('format', 1)}, need {FORMAT}); rerun `sslseg preprocess`")
+        info = DatasetInfo.from_json(meta)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SslsegError(f"{prepared / 'dataset.json'}: not a valid dataset description ({e})") from None
+    return info, pd.read_csv(prepared / "cases.csv")
 
 
 from sslseg.data import acdc, synthetic  # noqa: E402,F401  (register the datasets)

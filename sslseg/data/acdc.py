@@ -17,13 +17,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from sslseg import SslsegError
-from sslseg.data import DATASETS, SPLIT_DIR, DatasetSpec, read_split
+from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import _local, extract, fetch, sha256sum
-from sslseg.data.prepare import minmax, write_tables
-from sslseg.io import Case, check_case, read_case, read_nifti, write_case
+from sslseg.data.prepare import minmax, write_cases, write_tables
+from sslseg.io import Case, Geometry, check_case, read_nifti
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
 
@@ -104,16 +105,29 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     return {"kind": kind, "sha256": digest or f"per-file list {H5_SUMS.name}"}
 
 
-def _nifti_volume(root: Path, vol: str) -> tuple[Case, Path]:
+def _nifti_volume(root: Path, vol: str) -> Case:
     patient = vol.split("_")[0]
     folder = root / "database" / "training" / patient
     img_path, gt_path = folder / f"{vol}.nii.gz", folder / f"{vol}_gt.nii.gz"
-    img = read_nifti(img_path)
-    img.label = read_nifti(gt_path).image
-    check_case(img, gt_path, len(CLASSES) + 1)
-    img.label = img.label.astype(np.uint8)
-    img.image = minmax(img.image.astype(np.float32))
-    return img, gt_path
+    image, geom = read_nifti(img_path)
+    label, lgeom = read_nifti(gt_path)
+    if not lgeom.close_to(geom):
+        raise SslsegError(f"{gt_path}: spacing/origin/direction differ from {img_path.name}'s")
+    case = check_case(Case(image[None].astype(np.float32), label, geom), gt_path, len(CLASSES) + 1)
+    case.label = case.label.astype(np.uint8)
+    case.image = minmax(case.image)
+    return case
+
+
+def _release_case(path: Path) -> Case:
+    """One file of the SSL4MIS h5 release (``image`` min-max normalised, ``label``; no geometry, no channel axis)."""
+    try:
+        with h5py.File(path, "r") as f:
+            image, label = f["image"][()], f["label"][()]
+    except (OSError, KeyError) as e:
+        raise SslsegError(f"{path}: unreadable SSL4MIS h5 file ({e})") from None
+    case = Case(image[None].astype(np.float32), label, Geometry((1.0,) * image.ndim))
+    return check_case(case, path, len(CLASSES) + 1)
 
 
 def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
@@ -123,50 +137,51 @@ def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
     if kind is None:
         raise SslsegError(f"{raw}: no downloaded ACDC (expected {raw / 'h5'} or {raw / 'nifti'}); run download first")
     slices = read_split("acdc", "train_slices")
-    tmp = out / ".cases.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    rows = []
-    if kind == "h5":
-        root = raw / "h5" / "data"
-        for sid in slices:
-            c = read_case(root / "slices" / f"{sid}.h5", n_classes=len(CLASSES) + 1)
-            write_case(tmp / f"{sid}.h5", c)
-            rows.append(dict(case=sid, patient=sid.split("_")[0], split="train", shape=c.image.shape,
-                             spacing=(1.0, 1.0)))
-        for split in ("val", "test"):
-            for vol in read_split("acdc", split):
-                c = read_case(root / f"{vol}.h5", n_classes=len(CLASSES) + 1)
-                write_case(tmp / f"{vol}.h5", c)
-                rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.image.shape,
-                                 spacing=(1.0,) * 3))
-    else:
-        wanted = set(slices)
-        for vol in read_split("acdc", "train"):
-            c, path = _nifti_volume(raw / "nifti", vol)
-            for k in range(c.image.shape[0]):
-                sid = f"{vol}_slice_{k + 1}"
-                if sid in wanted:
-                    write_case(tmp / f"{sid}.h5", Case(c.image[k], c.label[k], c.spacing[:2], c.origin[:2]))
-                    rows.append(dict(case=sid, patient=vol.split("_")[0], split="train", shape=c.image[k].shape,
-                                     spacing=c.spacing_zyx[1:]))
-        missing = wanted - {r["case"] for r in rows}
-        if missing:
-            raise SslsegError(f"{raw / 'nifti'}: train_slices.list names {len(missing)} slice(s) the volumes do not "
-                              f"have, e.g. {sorted(missing)[0]}")
-        order = {s: i for i, s in enumerate(slices)}
-        rows.sort(key=lambda r: order[r["case"]])
-        for split in ("val", "test"):
-            for vol in read_split("acdc", split):
-                c, _ = _nifti_volume(raw / "nifti", vol)
-                write_case(tmp / f"{vol}.h5", c)
-                rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.image.shape,
-                                 spacing=c.spacing_zyx))
+    rows: list[dict] = []
+    cases = _h5_cases(raw / "h5" / "data", slices, rows) if kind == "h5" else _nifti_cases(raw / "nifti", slices, rows)
+    write_cases(out, cases)
     _labelled_by_slices(rows, slices)
-    write_tables(spec, out, rows, {"source": kind, "spacing_known": kind == "nifti", "dims": 2,
-                                   "budget_slices": {str(k): v for k, v in BUDGET_SLICES.items()}})
-    shutil.rmtree(out / "cases", ignore_errors=True)
-    tmp.rename(out / "cases")
+    info = spec.info.replace(spacing_known=kind == "nifti")
+    write_tables(spec, out, rows, {"source": kind, "budget_slices": {str(k): v for k, v in BUDGET_SLICES.items()}},
+                 info=info)
+
+
+def _h5_cases(root: Path, slices: list[str], rows: list[dict]):
+    for sid in slices:
+        c = _release_case(root / "slices" / f"{sid}.h5")
+        rows.append(dict(case=sid, patient=sid.split("_")[0], split="train", shape=c.spatial_shape, spacing=(1.0, 1.0)))
+        yield sid, c
+    for split in ("val", "test"):
+        for vol in read_split("acdc", split):
+            c = _release_case(root / f"{vol}.h5")
+            rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.spatial_shape,
+                             spacing=(1.0,) * 3))
+            yield vol, c
+
+
+def _nifti_cases(root: Path, slices: list[str], rows: list[dict]):
+    wanted = set(slices)
+    for vol in read_split("acdc", "train"):
+        c = _nifti_volume(root, vol)
+        g = Geometry(c.geom.spacing[:2], c.geom.origin[:2])
+        for k in range(c.image.shape[1]):
+            sid = f"{vol}_slice_{k + 1}"
+            if sid in wanted:
+                rows.append(dict(case=sid, patient=vol.split("_")[0], split="train", shape=c.label[k].shape,
+                                 spacing=g.spacing_zyx))
+                yield sid, Case(c.image[:, k], c.label[k], g)
+    missing = wanted - {r["case"] for r in rows}
+    if missing:
+        raise SslsegError(f"{root}: train_slices.list names {len(missing)} slice(s) the volumes do not "
+                          f"have, e.g. {sorted(missing)[0]}")
+    order = {s: i for i, s in enumerate(slices)}
+    rows.sort(key=lambda r: order[r["case"]])
+    for split in ("val", "test"):
+        for vol in read_split("acdc", split):
+            c = _nifti_volume(root, vol)
+            rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.spatial_shape,
+                             spacing=c.geom.spacing_zyx))
+            yield vol, c
 
 
 def _labelled_by_slices(rows: list[dict], slices: list[str]) -> None:
@@ -176,7 +191,6 @@ def _labelled_by_slices(rows: list[dict], slices: list[str]) -> None:
             r[f"labelled_{n}"] = r["case"] in first
 
 
-DATASETS.register("acdc")(DatasetSpec(
-    name="acdc", classes=CLASSES, tail=(), dims=2, modality="cine-MRI",
-    intensity="per-volume min-max to [0, 1] (SSL4MIS)", budget_unit="labelled patients",
-    download=download, preprocess=preprocess, budgets=tuple(BUDGET_SLICES)))
+DATASETS.register("acdc")(DatasetSpec(DatasetInfo(
+    "acdc", classes=CLASSES, dims=2, modality="cine-MRI", intensity="per-volume min-max to [0, 1] (SSL4MIS)",
+    budget_unit="labelled patients", budgets=tuple(BUDGET_SLICES)), download=download, preprocess=preprocess))

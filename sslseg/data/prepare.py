@@ -1,4 +1,12 @@
-"""The shared raw (NIfTI, ``imagesTr/{case}_0000.nii.gz`` + ``labelsTr/{case}.nii.gz``) -> prepared path."""
+"""The shared raw -> prepared path: NIfTI pairs in the nnU-Net raw layout (``imagesTr/{case}_{k:04d}.nii.gz`` per
+channel k + ``labelsTr/{case}.nii.gz``), intensity normalisation, optional resampling to a target spacing and
+cropping, cases.csv and dataset.json.
+
+Resampling follows nnU-Net's defaults: images with third-order splines, labels per class with linear
+interpolation (each class's mask is resampled and a voxel takes the class whose resampled mask is >= 0.5, later
+classes winning ties) or with nearest neighbour; both via ``scipy.ndimage.zoom`` with ``grid_mode=True`` (the
+array's extent, not its corner voxels, is mapped onto the new grid, as skimage's ``resize``).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,15 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
+from sslseg import SslsegError
 from sslseg.data import DatasetSpec, read_split
-from sslseg.io import Case, atomic_path, check_case, read_nifti, write_case, write_json
+from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_nifti, write_case,
+                       write_json)
 
-__all__ = ["minmax", "ct_window", "prepare_nifti", "write_tables"]
+__all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
+           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables", "write_cases"]
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -28,44 +40,186 @@ def ct_window(lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
     return norm
 
 
-def _load_pair(raw: Path, case: str, spec: DatasetSpec) -> Case:
-    img = read_nifti(raw / "imagesTr" / f"{case}_0000.nii.gz")
+def zscore_nonzero(x: np.ndarray) -> np.ndarray:
+    """z-score over the non-zero voxels, zeros kept (nnU-Net's MRI normalisation with a non-zero mask)."""
+    mask = x != 0
+    if not mask.any():
+        return x.astype(np.float32)
+    v = x[mask]
+    return np.where(mask, (x - v.mean()) / max(float(v.std()), 1e-8), 0).astype(np.float32)
+
+
+def resampled_shape(shape: tuple[int, ...], spacing_zyx, target_zyx) -> tuple[int, ...]:
+    return tuple(max(1, int(round(s * a / b))) for s, a, b in zip(shape, spacing_zyx, target_zyx))
+
+
+def _zoom(x: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    if tuple(x.shape) == tuple(shape):
+        return x.copy()
+    factors = [n / o for n, o in zip(shape, x.shape)]
+    out = ndimage.zoom(x, factors, order=order, mode="nearest", grid_mode=True)
+    if out.shape != tuple(shape):  # zoom rounds the output shape itself; pin it to the requested one
+        out = out[tuple(slice(0, s) for s in shape)]
+        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape)], mode="edge")
+    return out
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, ...], order: int = 3) -> np.ndarray:
+    """(channels, *spatial) image to ``shape`` (spatial), each channel with a spline of ``order``."""
+    return np.stack([_zoom(c.astype(np.float32), shape, order) for c in image]).astype(np.float32)
+
+
+def resize_labels(label: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+    """A label map to ``shape``: ``order`` 0 nearest neighbour, 1 per-class linear (nnU-Net ``resize_segmentation``:
+    each class's mask resampled linearly, thresholded at 0.5)."""
+    if tuple(label.shape) == tuple(shape):
+        return label.copy()
+    if order == 0:
+        return _zoom(label, shape, 0)
+    out = np.zeros(shape, label.dtype)
+    for c in np.unique(label)[1:]:
+        out[_zoom((label == c).astype(np.float32), shape, 1) >= 0.5] = c
+    return out
+
+
+def nonzero_box(image: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box (spatial) of the voxels that are non-zero in any channel; the whole array if none is."""
+    mask = np.any(image != 0, axis=0)
+    if not mask.any():
+        return tuple(slice(0, s) for s in mask.shape)
+    return ndimage.find_objects(mask.astype(np.uint8))[0]
+
+
+def prepare_case(spec: DatasetSpec, image: np.ndarray, label: np.ndarray | None, geom: Geometry,
+                 keep_original_label: bool) -> Case:
+    """Crop, normalise (per channel) and resample one raw case; the original grid is recorded so predictions can
+    be written back on it. ``keep_original_label`` stores the original label too (validation/test cases)."""
+    shape = image.shape[1:]
+    box = nonzero_box(image) if spec.crop == "nonzero" else tuple(slice(0, s) for s in shape)
+    img = image[(slice(None),) + box]
+    lab = None if label is None else label[box]
+    img = np.stack([spec.normalise(c.astype(np.float32)) for c in img])
+    out_geom = geom
+    if spec.target_spacing is not None:
+        target_zyx = tuple(reversed(spec.target_spacing))
+        new = resampled_shape(img.shape[1:], geom.spacing_zyx, target_zyx)
+        img = resize_image(img, new, 3)
+        lab = None if lab is None else resize_labels(lab, new, 1)
+        out_geom = Geometry(tuple(spec.target_spacing), geom.origin, geom.direction)
+    changed = img.shape[1:] != shape or out_geom.spacing != geom.spacing
+    source = Source(geom, tuple(shape), box) if changed else None
+    orig = label if changed and keep_original_label else None
+    return Case(img, lab, out_geom, source, orig)
+
+
+def restore_grid(pred: np.ndarray, case: Case) -> tuple[np.ndarray, Geometry]:
+    """A label map on the prepared grid of ``case`` back on its original grid (the inverse of ``prepare_case``):
+    resampled per class (linear) to the crop box and placed into a background volume of the original shape."""
+    if case.source is None:
+        return pred, case.geom
+    box_shape = tuple(s.stop - s.start for s in case.source.box)
+    full = np.zeros(case.source.shape, np.uint8)
+    full[case.source.box] = resize_labels(pred, box_shape, 1)
+    return full, case.source.geom
+
+
+def _load_pair(raw: Path, case: str, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    channels, geom = [], None
+    for k in range(spec.info.in_channels):
+        path = raw / "imagesTr" / f"{case}_{k:04d}.nii.gz"
+        arr, g = read_nifti(path)
+        if geom is not None and (arr.shape != channels[0].shape or not g.close_to(geom)):
+            raise SslsegError(f"{path}: shape or geometry differs from channel 0 of case {case}")
+        channels.append(arr)
+        geom = geom or g
     lab_path = raw / "labelsTr" / f"{case}.nii.gz"
-    img.label = read_nifti(lab_path).image
-    check_case(img, lab_path, spec.n_classes)
-    img.label = img.label.astype(np.uint8)
-    return img
+    label, lgeom = read_nifti(lab_path)
+    if not lgeom.close_to(geom):
+        raise SslsegError(f"{lab_path}: spacing/origin/direction differ from the image's ({lgeom} vs {geom})")
+    image = np.stack(channels).astype(np.float32)
+    check_case(Case(image, label, geom), lab_path, spec.info.n_classes)
+    return image, label.astype(np.uint8), geom
 
 
-def prepare_nifti(spec: DatasetSpec, raw: Path, out: Path, normalise: Callable[[np.ndarray], np.ndarray]) -> None:
+def prepare_nifti(spec: DatasetSpec, raw: Path, out: Path) -> None:
     """Prepare every case of the frozen splits; 2D datasets store training cases slice by slice."""
-    cases_dir = out / "cases"
     rows = []
-    tmp_dir = out / ".cases.tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    for split in ("train", "val", "test"):
-        for pid in read_split(spec.name, split):
-            c = _load_pair(raw, pid, spec)
-            c.image = normalise(c.image.astype(np.float32))
-            if spec.dims == 2 and split == "train":
-                for k in range(c.image.shape[0]):
-                    cid = f"{pid}_slice_{k}"
-                    write_case(tmp_dir / f"{cid}.h5", Case(c.image[k], c.label[k], c.spacing[:2], c.origin[:2]))
-                    rows.append(dict(case=cid, patient=pid, split=split, shape=c.image[k].shape, spacing=c.spacing_zyx[1:]))
-            else:
-                write_case(tmp_dir / f"{pid}.h5", c)
-                rows.append(dict(case=pid, patient=pid, split=split, shape=c.image.shape, spacing=c.spacing_zyx))
-    write_tables(spec, out, rows, {"source": "NIfTI imagesTr/labelsTr", "dims": spec.dims})
-    shutil.rmtree(cases_dir, ignore_errors=True)
-    tmp_dir.rename(cases_dir)
+
+    def cases():
+        for split in ("train", "val", "test"):
+            for pid in read_split(spec.name, split):
+                image, label, geom = _load_pair(raw, pid, spec)
+                c = prepare_case(spec, image, label, geom, keep_original_label=split != "train")
+                if spec.info.dims == 2 and split == "train" and c.image.ndim == 4:
+                    g = Geometry(c.geom.spacing[:2], c.geom.origin[:2], ())
+                    for k in range(c.image.shape[1]):
+                        cid = f"{pid}_slice_{k}"
+                        rows.append(dict(case=cid, patient=pid, split=split, shape=c.image.shape[2:],
+                                         spacing=g.spacing_zyx))
+                        yield cid, Case(c.image[:, k], c.label[k], g)
+                else:
+                    c.fg = spec.info.dims == 3 and split == "train"
+                    rows.append(dict(case=pid, patient=pid, split=split, shape=c.image.shape[1:],
+                                     spacing=c.geom.spacing_zyx))
+                    yield pid, c
+
+    write_cases(out, cases())
+    write_tables(spec, out, rows, {"source": "NIfTI imagesTr/labelsTr"})
 
 
-def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict) -> None:
-    """cases.csv (with labelled_{n} flags: the first n patients of train.list) and dataset.json."""
+def _one_file(folder: Path, stem: str) -> Path:
+    found = sorted(p for p in folder.glob(f"{stem}.*") if p.is_file())
+    if len(found) != 1:
+        raise SslsegError(f"{folder}: expected one file named {stem}.<ext>, found {len(found)}")
+    return found[0]
+
+
+def prepare_image_folder(spec: DatasetSpec, raw: Path, out: Path, images: str = "images", masks: str = "masks",
+                         mask_threshold: int = 128) -> None:
+    """2D image datasets (``images/{case}.<ext>`` + ``masks/{case}.<ext>``, as Kvasir-SEG or ISIC): every image is a
+    case of (channels, H, W), normalised per channel; masks are binarised at ``mask_threshold`` (see
+    ``sslseg.io.read_image_2d``). Image files carry no physical spacing."""
+    rows = []
+
+    def cases():
+        for split in ("train", "val", "test"):
+            for cid in read_split(spec.name, split):
+                img_path = _one_file(raw / images, cid)
+                image = read_image_2d(img_path)
+                if image.shape[0] != spec.info.in_channels:
+                    raise SslsegError(f"{img_path}: {image.shape[0]} channel(s), {spec.name} has "
+                                      f"{spec.info.in_channels}")
+                mask_path = _one_file(raw / masks, cid)
+                label = read_image_2d(mask_path, mask_threshold)
+                case = Case(np.stack([spec.normalise(c) for c in image]), label, Geometry((1.0, 1.0)))
+                check_case(case, mask_path, spec.info.n_classes)
+                rows.append(dict(case=cid, patient=cid, split=split, shape=label.shape, spacing=(1.0, 1.0)))
+                yield cid, case
+
+    write_cases(out, cases())
+    write_tables(spec, out, rows, {"source": f"{images}/ + {masks}/ image files", "mask_threshold": mask_threshold})
+
+
+def write_cases(out: Path, cases) -> None:
+    """Write ``(case id, Case)`` pairs into a temporary folder that replaces ``out/cases`` only when all succeed."""
+    tmp = out / ".cases.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for cid, case in cases:
+        write_case(tmp / f"{cid}.h5", case)
+    shutil.rmtree(out / "cases", ignore_errors=True)
+    tmp.rename(out / "cases")
+
+
+def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict, info=None) -> None:
+    """cases.csv (with labelled_{n} flags: the first n patients of train.list, unless set) and dataset.json."""
+    info = info or spec.info
     df = pd.DataFrame(rows)
+    both = set(df.loc[df["split"] == "train", "patient"]) & set(df.loc[df["split"] != "train", "patient"])
+    if both:
+        raise SslsegError(f"{spec.name}: patient(s) {sorted(both)[:5]} are in the training and an evaluation split")
     train_patients = read_split(spec.name, "train")
-    for n in spec.budgets:
+    for n in info.budgets:
         if f"labelled_{n}" in df:  # the dataset set its own flags (e.g. ACDC's first-N-slices rule)
             continue
         df[f"labelled_{n}"] = df["patient"].isin(train_patients[:n]) & (df["split"] == "train")
@@ -73,16 +227,7 @@ def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict) ->
     df["spacing"] = df["spacing"].map(lambda s: "x".join(f"{float(v):.6g}" for v in s))
     with atomic_path(out / "cases.csv") as tmp:
         df.to_csv(tmp, index=False)
-    write_json(out / "dataset.json", {
-        "name": spec.name,
-        "classes": {str(k): v for k, v in spec.classes.items()},
-        "tail": list(spec.tail),
-        "dims": spec.dims,
-        "modality": spec.modality,
-        "intensity": spec.intensity,
-        "budget_unit": spec.budget_unit,
-        "budgets": list(spec.budgets),
-        "mirror": spec.mirror,
-        "spacing_convention": "mm, array axis order (z, y, x); h5 attrs 'spacing' are SimpleITK order (x, y, z)",
-        **extra,
-    })
+    prep = {"target_spacing": spec.target_spacing, "crop": spec.crop, **spec.preparation, **extra}
+    write_json(out / "dataset.json", {**info.to_json(), "format": FORMAT, "preparation": prep,
+                                      "spacing_convention": "mm, array axis order (z, y, x); h5 attrs 'spacing' "
+                                                            "are SimpleITK order (x, y, z)"})

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from sslseg.data import DATASETS, DatasetSpec, read_split
-from sslseg.io import Case, write_json, write_nifti
+from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
+from sslseg.io import Geometry, write_json, write_nifti
 
-__all__ = ["cardiac_phantom", "abdomen_phantom", "generate"]
+__all__ = ["cardiac_phantom", "abdomen_phantom", "polyp_phantom", "tumour_phantom", "generate"]
+
+Phantom = tuple[np.ndarray, np.ndarray, Geometry]  # image (channels, *spatial), label, geometry
 
 
 def _grid(shape):
@@ -29,7 +31,7 @@ def _smooth_field(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
     return f / (f.std() + 1e-8)
 
 
-def cardiac_phantom(rng: np.random.Generator, size: int = 64) -> Case:
+def cardiac_phantom(rng: np.random.Generator, size: int = 64) -> Phantom:
     """One short-axis stack: labels 1 RV, 2 Myo, 3 LV."""
     nz = int(rng.integers(8, 12))
     yy, xx = _grid((size, size))
@@ -63,13 +65,13 @@ def cardiac_phantom(rng: np.random.Generator, size: int = 64) -> Case:
     n1, n2 = rng.normal(0, noise, (2,) + img.shape).astype(np.float32)
     img = np.sqrt((img + n1) ** 2 + n2**2)
     sp_xy = float(rng.uniform(1.3, 1.8))
-    return Case((img * 1000).astype(np.float32), lab, (sp_xy, sp_xy, float(rng.choice([5.0, 6.5, 8.0, 10.0]))))
+    return (img * 1000).astype(np.float32)[None], lab, Geometry((sp_xy, sp_xy, float(rng.choice([5.0, 6.5, 8.0, 10.0]))))
 
 
 ORGANS = {1: "liver", 2: "spleen", 3: "kidney_r", 4: "kidney_l", 5: "aorta", 6: "gallbladder", 7: "adrenal"}
 
 
-def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Case:
+def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     """One CT-like volume (HU) with the seven ORGANS; 6 and 7 are tiny."""
     zz, yy, xx = _grid(shape)
     nz, ny, nx = shape
@@ -101,21 +103,86 @@ def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Case:
         lab[mask] = cls
         img[mask] = hu + 10 * rng.standard_normal()
     img = ndimage.gaussian_filter(img, 0.6) + rng.normal(0, 18, shape).astype(np.float32)
-    return Case(img.astype(np.float32), lab, (1.5, 1.5, 2.5))
+    return img.astype(np.float32)[None], lab, Geometry((1.5, 1.5, 2.5))
 
 
-PHANTOMS = {"synth2d": cardiac_phantom, "synth3d": abdomen_phantom}
-SEEDS = {"synth2d": 20241, "synth3d": 20242}
+def polyp_phantom(rng: np.random.Generator) -> Phantom:
+    """An endoscopy-like RGB frame (0..255) with one polyp (label 1): redder and more saturated than the mucosa
+    around it but of about the same luminance, so colour, not brightness, tells them apart."""
+    h, w = (int(v) for v in rng.integers(56, 81, 2))
+    yy, xx = _grid((h, w))
+    mucosa = np.array([0.80, 0.50, 0.45]) * rng.uniform(0.9, 1.1, 3)
+    polyp = np.array([0.95, 0.40, 0.36]) * rng.uniform(0.95, 1.05, 3)
+    img = mucosa[:, None, None] * (1 + 0.08 * np.stack([_smooth_field(rng, (h, w), 4) for _ in range(3)]))
+    folds = 0.06 * np.sin(2 * np.pi * (yy * np.cos(a := rng.uniform(0, np.pi)) + xx * np.sin(a)) / rng.uniform(9, 16))
+    img = img * (1 + folds)
+    cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+    ry, rx, t = rng.uniform(7, 15), rng.uniform(7, 15), rng.uniform(0, np.pi)
+    u, v = (yy - cy) * np.cos(t) + (xx - cx) * np.sin(t), -(yy - cy) * np.sin(t) + (xx - cx) * np.cos(t)
+    r = np.sqrt((u / ry) ** 2 + (v / rx) ** 2)
+    lab = (r < 1).astype(np.uint8)
+    blend = np.clip((1.15 - r) / 0.3, 0, 1)  # soft edge
+    img = img * (1 - blend) + polyp[:, None, None] * (1 + 0.1 * (1 - r.clip(0, 1))) * blend
+    glint = np.exp(-((yy - cy + ry / 3) ** 2 + (xx - cx) ** 2) / 4.0) * rng.uniform(0.3, 0.8)
+    vignette = 1 - 0.35 * (((yy - h / 2) / h) ** 2 + ((xx - w / 2) / w) ** 2) * 4
+    img = (img + glint) * vignette + rng.normal(0, 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.float32), lab, Geometry((1.0, 1.0))
+
+
+def tumour_phantom(rng: np.random.Generator, shape=(20, 40, 48)) -> Phantom:
+    """Two-channel brain-MRI-like volume (channel 0 T1c-like: bright core; channel 1 FLAIR-like: bright oedema),
+    zero outside an off-centre head, labels 1 oedema and 2 core (nested: the regions are whole = {1, 2} and
+    core = {2}); anisotropic 1.2 x 1.2 x 2.5 mm voxels."""
+    zz, yy, xx = _grid(shape)
+    nz, ny, nx = shape
+    head_c = (nz / 2, ny * rng.uniform(0.4, 0.5), nx * rng.uniform(0.4, 0.5))
+    head = ((zz - head_c[0]) / (nz * 0.42)) ** 2 + ((yy - head_c[1]) / (ny * 0.36)) ** 2 \
+        + ((xx - head_c[2]) / (nx * 0.34)) ** 2 < 1
+    c = [hc + rng.uniform(-0.12, 0.12) * s for hc, s in zip(head_c, shape)]
+    d = np.sqrt(((zz - c[0]) * 2.5) ** 2 + ((yy - c[1]) * 1.2) ** 2 + ((xx - c[2]) * 1.2) ** 2)
+    r_core, r_oed = rng.uniform(3.5, 6.0), rng.uniform(8.0, 11.0)
+    lab = np.zeros(shape, np.uint8)
+    lab[(d < r_oed) & head] = 1
+    lab[(d < r_core) & head] = 2
+    t1c = np.where(lab == 2, 1.0, np.where(lab == 1, 0.45, 0.55))
+    flair = np.where(lab == 2, 0.7, np.where(lab == 1, 0.95, 0.4))
+    img = np.stack([t1c, flair]) * (1 + 0.05 * _smooth_field(rng, shape, 2))
+    img = ndimage.gaussian_filter(img, (0, 0.5, 0.7, 0.7)) + rng.normal(0, 0.06, img.shape)
+    img = np.where(head, img * 500 * rng.uniform(0.8, 1.2), 0).astype(np.float32)
+    return img, lab, Geometry((1.2, 1.2, 2.5))
+
+
+PHANTOMS = {"synth2d": cardiac_phantom, "synth3d": abdomen_phantom, "synthpolyp": polyp_phantom,
+            "synthmm": tumour_phantom}
+SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244}
+
+
+def _write_jpeg(path: Path, array: np.ndarray) -> None:
+    """(H, W) or (H, W, 3) uint8 as JPEG (SimpleITK), atomically."""
+    import SimpleITK as sitk
+
+    from sslseg.io import atomic_path
+
+    img = sitk.GetImageFromArray(array, isVector=array.ndim == 3)
+    with atomic_path(path, suffix=".jpg") as tmp:
+        sitk.WriteImage(img, str(tmp))
 
 
 def generate(name: str, raw: Path) -> None:
-    """Write every case of the frozen splits in the raw layout (imagesTr/labelsTr NIfTI + dataset.json)."""
+    """Write every case of the frozen splits in its raw layout: NIfTI ``imagesTr/{case}_{channel:04d}.nii.gz`` +
+    ``labelsTr/{case}.nii.gz``, or, for the 2D colour set, JPEG ``images/{case}.jpg`` + ``masks/{case}.jpg``
+    (mask 0/255, as Kvasir-SEG)."""
     ids = [c for split in ("train", "val", "test") for c in read_split(name, split)]
     for cid in ids:
         rng = np.random.default_rng([SEEDS[name], int(cid.rsplit("_", 1)[1])])
-        case = PHANTOMS[name](rng)
-        write_nifti(raw / "imagesTr" / f"{cid}_0000.nii.gz", case.image, case)
-        write_nifti(raw / "labelsTr" / f"{cid}.nii.gz", case.label, case)
+        image, label, geom = PHANTOMS[name](rng)
+        if name == "synthpolyp":
+            _write_jpeg(raw / "images" / f"{cid}.jpg", np.moveaxis(image, 0, -1).astype(np.uint8))
+            _write_jpeg(raw / "masks" / f"{cid}.jpg", (label * 255).astype(np.uint8))
+            continue
+        for k, channel in enumerate(image):
+            write_nifti(raw / "imagesTr" / f"{cid}_{k:04d}.nii.gz", channel, geom)
+        write_nifti(raw / "labelsTr" / f"{cid}.nii.gz", label, geom)
     write_json(raw / "dataset.json", {"name": name, "generator": "sslseg.data.synthetic", "cases": ids})
 
 
@@ -127,27 +194,30 @@ def _download(name: str):
     return download
 
 
-def _preprocess(normalise):
-    def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
-        from sslseg.data.prepare import prepare_nifti
-
-        prepare_nifti(spec, raw, out, normalise)
-
-    return preprocess
-
-
 def _register() -> None:
-    from sslseg.data.prepare import ct_window, minmax
+    from sslseg.data.prepare import ct_window, minmax, prepare_image_folder, prepare_nifti, zscore_nonzero
 
-    DATASETS.register("synth2d")(DatasetSpec(
-        name="synth2d", classes={1: "RV", 2: "Myo", 3: "LV"}, tail=(1,), dims=2, modality="MRI (synthetic cine)",
-        intensity="per-volume min-max to [0, 1]", budget_unit="labelled patients",
-        download=_download("synth2d"), preprocess=_preprocess(minmax), budgets=(1, 2, 4)))
-    DATASETS.register("synth3d")(DatasetSpec(
-        name="synth3d", classes=ORGANS, tail=(6, 7), dims=3, modality="CT (synthetic)",
-        intensity="CT window [-160, 240] HU to [0, 1]", budget_unit="labelled volumes",
-        download=_download("synth3d"), preprocess=_preprocess(ct_window(-160, 240)), budgets=(2, 4),
-        mirror=False))
+    def register(info: DatasetInfo, preprocess=prepare_nifti, **kw) -> None:
+        DATASETS.register(info.name)(DatasetSpec(info, _download(info.name), preprocess, **kw))
+
+    register(DatasetInfo(
+        "synth2d", classes={1: "RV", 2: "Myo", 3: "LV"}, tail=(1,), dims=2, modality="MRI (synthetic cine)",
+        intensity="per-volume min-max to [0, 1]", budget_unit="labelled patients", budgets=(1, 2, 4)),
+        normalise=minmax)
+    register(DatasetInfo(
+        "synth3d", classes=ORGANS, tail=(6, 7), dims=3, modality="CT (synthetic)",
+        intensity="CT window [-160, 240] HU to [0, 1]", budget_unit="labelled volumes", budgets=(2, 4),
+        mirror=False), normalise=ct_window(-160, 240))
+    register(DatasetInfo(
+        "synthpolyp", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
+        intensity="RGB / 255", budget_unit="labelled images", budgets=(4, 8), in_channels=3,
+        channel_names=("R", "G", "B"), spacing_known=False), preprocess=prepare_image_folder,
+        normalise=lambda x: (x / 255.0).astype(np.float32))
+    register(DatasetInfo(
+        "synthmm", classes={1: "oedema", 2: "core"}, dims=3, modality="MRI, two sequences (synthetic)",
+        intensity="per channel z-score over the non-zero (head) voxels", budget_unit="labelled volumes",
+        budgets=(2, 4), in_channels=2, channel_names=("T1c", "FLAIR"), regions={"whole": (1, 2), "core": (2,)}),
+        normalise=zscore_nonzero, target_spacing=(1.5, 1.5, 1.5), crop="nonzero")
 
 
 _register()

@@ -1,25 +1,65 @@
-"""Method registry. A method is one class in one file: it owns its networks and turns a batch into named losses;
-the trainer (sslseg.train) owns everything else.
+"""Method registry. A method is one class in one file: it declares the networks it trains, which of them predict,
+its batch entries, optimisers and stages, and turns a batch into named losses; the trainer (sslseg.train) owns the
+loop, validation, checkpoints and provenance and reads nothing method-specific.
 
 Notation (as in UniMatch): ``x_l``/``y_l`` labelled images/labels, ``x_u`` unlabelled (weak view), ``x_u_s`` strong
 views, ``p_`` probabilities, ``conf_u``/``mask_u`` confidences and pseudo-labels.
 
 Adding a method: write ``sslseg/methods/<name>.py`` with a ``Method`` subclass decorated by
-``@METHODS.register("<name>")`` and add its module to ``_MODULES`` below.
+``@METHODS.register("<name>")`` and add its module to ``_MODULES`` below. Declarations (class attributes):
+
+* ``networks``: name -> ``Network`` (initialisation scheme, default architecture; None = the benchmark's
+  ``model``, overridable per method and network under the benchmark's ``networks:``). The trainer builds them in
+  this order and passes them in; they are also attributes of the method (``self.student``).
+* ``predict``: the network(s) whose logits (averaged, for several) predict at validation and test time; their
+  architectures and weights are what ``model.pt`` holds.
+* ``streams``: the batch entries ``training_step`` reads (``x_l``, ``y_l``, ``x_u``, ``x_u_mix``).
+* ``stages()``: named stages by first iteration; a stage may start from the best validation weights so far (BCP's
+  pre-train -> self-train); ``begin_stage`` runs at the start of each.
+* ``optimisers()``: default one SGD over every trained network (the schedule's lr, momentum, weight decay); a
+  method may return several, or param groups with their own ``lr`` (the schedule scales each group's initial lr).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 
-from sslseg import SslsegError
+from sslseg.params import resolve_params
 from sslseg.registry import Registry
 
-__all__ = ["Method", "METHODS", "method_params", "dims_error"]
+__all__ = ["Method", "Network", "Stage", "METHODS", "method_params", "dims_error", "init_network",
+           "build_networks", "Ensemble"]
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network a method trains: initialisation scheme and default architecture (None = the benchmark's)."""
+
+    init: Literal["default", "kaiming", "xavier"] = "default"
+    model: dict | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    start: int  # first iteration of the stage
+    restore_best: bool = False  # start from the best validation weights of the previous stages (all networks)
+
+
+class Ensemble(nn.Module):
+    """Several networks predicting together: the mean of their logits."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
 
 
 class Method:
@@ -29,27 +69,42 @@ class Method:
     class Params:
         pass
 
-    uses_unlabelled = True
+    networks: dict[str, Network] = {"student": Network()}
+    predict: tuple[str, ...] = ("student",)
+    streams: frozenset[str] = frozenset({"x_l", "y_l", "x_u"})
     spatial_dims = (2, 3)  # benchmark dimensionalities the method is defined for
-    needs_mix_batch = False  # a second unlabelled batch ``x_u_mix`` (CutMix sources)
-    restart_step: int | None = None  # a two-stage method restarts from the best validation weights here
+    model_requires: tuple[str, ...] = ()  # attributes its networks must have (e.g. encode/decode)
 
-    def begin_stage(self) -> None:
-        """Called at ``restart_step`` after the best validation weights were loaded into ``eval_model()``."""
+    def __init__(self, nets: dict[str, nn.Module], params: Any, iterations: int, n_classes: int) -> None:
+        self.p, self.iterations, self.n_classes = params, iterations, n_classes
+        self.nets = dict(nets)
+        for name, net in self.nets.items():
+            setattr(self, name, net)
+        self.stage = self.stages()[0].name
+        self.setup()
 
-    def __init__(self, make_model: Callable[[], nn.Module], params: Any, iterations: int, n_classes: int) -> None:
-        self.p = params
-        self.iterations = iterations
-        self.n_classes = n_classes
-        self.student = make_model()
+    def setup(self) -> None:
+        """Build derived state from the (possibly warm-started) networks, e.g. EMA teachers."""
+
+    def stages(self) -> list[Stage]:
+        return [Stage("train", 0)]
+
+    def begin_stage(self, stage: Stage) -> None:
+        """Called at the start of every stage (after ``restore_best`` weights were loaded)."""
 
     def modules(self) -> dict[str, nn.Module]:
-        """Every network whose state is checkpointed (trained or EMA)."""
-        return {"student": self.student}
+        """Every network whose state is checkpointed (trained and derived)."""
+        return dict(self.nets)
 
-    def parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimiser updates."""
-        return list(self.student.parameters())
+    def optimisers(self, sched: dict) -> list[torch.optim.Optimizer]:
+        params = [p for net in self.nets.values() for p in net.parameters()]
+        return [torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"],
+                                weight_decay=sched["weight_decay"])]
+
+    def predictor(self) -> nn.Module:
+        """The network (or ensemble) used for validation and inference."""
+        nets = [self.nets[n] for n in self.predict]
+        return nets[0] if len(nets) == 1 else Ensemble(nets)
 
     def train(self, mode: bool = True) -> None:
         for m in self.modules().values():
@@ -60,10 +115,6 @@ class Method:
 
     def after_step(self, step: int) -> None:
         """Called after the optimiser step (EMA updates)."""
-
-    def eval_model(self) -> nn.Module:
-        """The network used for validation and inference."""
-        return self.student
 
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -78,18 +129,32 @@ def dims_error(name: str, dims: int) -> str | None:
 
 
 def method_params(name: str, overrides: dict | None = None):
-    """The method's Params with ``overrides`` applied; an unknown key raises SslsegError naming it."""
-    cls = METHODS[name]
-    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-    overrides = dict(overrides or {})
-    for k, v in overrides.items():
-        if k not in fields:
-            raise SslsegError(f"unknown hyper-parameter {k!r} for method {name!r} (known: {', '.join(fields) or 'none'})")
-        default = fields[k].default
-        numeric = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
-        if numeric(default) and not numeric(v):
-            raise SslsegError(f"hyper-parameter {k!r} of {name!r} must be a number, got {v!r}")
-    return cls.Params(**overrides)
+    """The method's Params with ``overrides`` applied; an unknown key or wrong type raises SslsegError naming it."""
+    return resolve_params(f"method {name!r}", METHODS[name].Params, overrides)
+
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def init_network(model: nn.Module, scheme: str) -> nn.Module:
+    """SSL4MIS ``kaiming_normal_init_weight`` / ``xavier_normal_init_weight``: conv weights, BN to (1, 0);
+    ``default`` keeps PyTorch's initialisation."""
+    if scheme == "default":
+        return model
+    for m in model.modules():
+        if isinstance(m, CONVS):
+            (nn.init.kaiming_normal_ if scheme == "kaiming" else nn.init.xavier_normal_)(m.weight)
+        elif isinstance(m, NORMS):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+    return model
+
+
+def build_networks(method: type[Method], build) -> dict[str, nn.Module]:
+    """The method's networks, built by ``build(name)`` and initialised one after the other, in declaration order
+    (so the random stream, and the result, depend only on the seed)."""
+    return {name: init_network(build(name), net.init) for name, net in method.networks.items()}
 
 
 _MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp"]

@@ -8,9 +8,9 @@ The loss of each mixed image is [masked Dice + masked CE]/2 over its two regions
 on the pseudo-labelled region and 1 on the labelled one (``mix_loss``); masked CE = sum(CE m)/sum(m), masked Dice
 over all classes including background with batch sums.
 
-Stages (one run): the first ``pretrain`` fraction of the iterations (10k of 10k + 30k) trains on labelled images
-mixed with each other (a outside, b inside, both weights 1); self-training then starts from the best validation
-checkpoint of pre-training, with an EMA teacher (decay 0.99 on parameters and float buffers, as BCP's
+Stages (one run, the trainer's stage mechanism): ``pretrain``, the first ``pretrain`` fraction of the iterations
+(10k of 10k + 30k), trains on labelled images mixed with each other (a outside, b inside, both weights 1);
+``self-train`` then starts from the best validation checkpoint of pre-training, with an EMA teacher (decay 0.99 on parameters and float buffers, as BCP's
 ``update_model_ema``) initialised from it. Pseudo-labels: the teacher's argmax (train mode, no grad) reduced to the
 largest connected component of each class (full connectivity). Model selection restarts with self-training.
 
@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from sslseg import SslsegError
 from sslseg.augment import bcp_box_mask
-from sslseg.methods import METHODS, Method
+from sslseg.methods import METHODS, Method, Stage
 from sslseg.methods.common import dice_loss, ema_update, make_ema
 
 
@@ -79,17 +79,24 @@ class BCP(Method):
         lcc: bool = True
         reference_masked_dice: bool = False
 
-    def __init__(self, make_model, params, iterations, n_classes) -> None:
-        super().__init__(make_model, params, iterations, n_classes)
+        def __post_init__(self):
+            if not 0 <= self.pretrain < 1 or not 0 <= self.ema_decay <= 1 or not 0 < self.box < 1:
+                raise ValueError("pretrain must be in [0, 1), ema_decay in [0, 1], box in (0, 1)")
+
+    def stages(self) -> list[Stage]:
+        start = int(round(self.p.pretrain * self.iterations))
+        return ([Stage("pretrain", 0)] if start else []) + [Stage("self-train", start, restore_best=True)]
+
+    def setup(self) -> None:
         self.teacher = make_ema(self.student)
-        self.restart_step = int(round(self.p.pretrain * iterations))
 
     def modules(self):
         return {"student": self.student, "teacher": self.teacher}
 
-    def begin_stage(self) -> None:
+    def begin_stage(self, stage: Stage) -> None:
         """Self-training starts: the teacher becomes a copy of the (reloaded) student."""
-        self.teacher.load_state_dict(self.student.state_dict())
+        if stage.name == "self-train":
+            self.teacher.load_state_dict(self.student.state_dict())
 
     def _halves(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         h = len(x) // 2
@@ -103,11 +110,11 @@ class BCP(Method):
         ya, yb = self._halves(y_l, "labelled")
         mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.p.box)
         mbg = not self.p.reference_masked_dice
-        if step < self.restart_step:
+        if self.stage == "pretrain":
             logits = self.student(a * mask + b * (1 - mask))
             dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, mbg)
             loss = (dice + ce) / 2
-            return loss, {"loss_dice": dice.item(), "loss_ce": ce.item(), "stage": 0}
+            return loss, {"loss_dice": dice.item(), "loss_ce": ce.item()}
         ua, ub = self._halves(batch["x_u"], "unlabelled")
         if len(ua) != len(a):
             raise SslsegError("bcp needs batch_unlabelled == batch_labelled")
@@ -122,8 +129,8 @@ class BCP(Method):
         dice_u, ce_u = mix_loss(out_u, pa, ya, mask, self.p.u_weight, 1.0, mbg)
         dice_l, ce_l = mix_loss(out_l, yb, pb, mask, 1.0, self.p.u_weight, mbg)
         dice, ce = dice_u + dice_l, ce_u + ce_l
-        return (dice + ce) / 2, {"loss_dice": dice.item(), "loss_ce": ce.item(), "stage": 1}
+        return (dice + ce) / 2, {"loss_dice": dice.item(), "loss_ce": ce.item()}
 
     def after_step(self, step: int) -> None:
-        if step >= self.restart_step:
+        if self.stage == "self-train":
             ema_update(self.teacher, self.student, self.p.ema_decay, buffers=True)

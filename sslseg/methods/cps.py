@@ -10,25 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from sslseg.methods import METHODS, Method
+from sslseg.methods import METHODS, Method, Network
 from sslseg.methods.common import sigmoid_rampup, sup_loss
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def init_weights(model: nn.Module, kind: str) -> nn.Module:
-    """SSL4MIS ``kaiming_normal_init_weight`` / ``xavier_normal_init_weight``: conv weights, BN to (1, 0)."""
-    for m in model.modules():
-        if isinstance(m, CONVS):
-            (nn.init.kaiming_normal_ if kind == "kaiming" else nn.init.xavier_normal_)(m.weight)
-        elif isinstance(m, NORMS):
-            m.weight.data.fill_(1)
-            m.bias.data.zero_()
-    return model
 
 
 @METHODS.register("cps")
@@ -38,16 +23,7 @@ class CPS(Method):
         consistency: float = 0.1
         rampup: float = 1.0  # fraction of the schedule (SSL4MIS: 200 x 150 of 30000 iterations)
 
-    def __init__(self, make_model, params, iterations, n_classes) -> None:
-        super().__init__(make_model, params, iterations, n_classes)
-        init_weights(self.student, "kaiming")
-        self.second = init_weights(make_model(), "xavier")
-
-    def modules(self):
-        return {"student": self.student, "second": self.second}
-
-    def parameters(self):
-        return list(self.student.parameters()) + list(self.second.parameters())
+    networks = {"student": Network(init="kaiming"), "second": Network(init="xavier")}
 
     def training_step(self, batch, step):
         x_l, y_l, x_u = batch["x_l"], batch["y_l"], batch["x_u"]

@@ -28,11 +28,12 @@ class FixMatch(Method):
     class Params:
         threshold: float = 0.95
         jitter: float = 0.5  # ColorJitter(0.5, 0.5, 0.5, 0.25); saturation and hue are identities in grey scale
+        hue: float = 0.25
         p_jitter: float = 0.8
         p_blur: float = 0.5
         p_cutmix: float = 0.5
 
-    needs_mix_batch = True
+    streams = frozenset({"x_l", "y_l", "x_u", "x_u_mix"})
     spatial_dims = (2,)
     n_strong = 1
 
@@ -40,8 +41,8 @@ class FixMatch(Method):
         """``n_strong`` strong views of x_u, each with its own CutMix box filled from a strong view of x_mix."""
         views, boxes = [], []
         for _ in range(self.n_strong):
-            s = strong_view(x_u, self.p.jitter, self.p.p_jitter, self.p.p_blur)
-            s_mix = strong_view(x_mix, self.p.jitter, self.p.p_jitter, self.p.p_blur)
+            s = strong_view(x_u, self.p.jitter, self.p.p_jitter, self.p.p_blur, self.p.hue)
+            s_mix = strong_view(x_mix, self.p.jitter, self.p.p_jitter, self.p.p_blur, self.p.hue)
             box = cutmix_boxes(len(x_u), tuple(x_u.shape[2:]), self.p.p_cutmix, device=x_u.device)
             views.append(paste(s, s_mix, box))
             boxes.append(box)

@@ -27,8 +27,7 @@ class MeanTeacher(Method):
         noise_std: float = 0.1
         noise_clip: float = 0.2
 
-    def __init__(self, make_model, params, iterations, n_classes) -> None:
-        super().__init__(make_model, params, iterations, n_classes)
+    def setup(self) -> None:
         self.teacher = make_ema(self.student)
 
     def modules(self):

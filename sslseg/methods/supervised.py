@@ -10,7 +10,7 @@ from sslseg.methods.common import sup_loss
 
 @METHODS.register("supervised")
 class Supervised(Method):
-    uses_unlabelled = False
+    streams = frozenset({"x_l", "y_l"})
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         loss = sup_loss(self.student(batch["x_l"]), batch["y_l"])

@@ -38,6 +38,7 @@ class UniMatch(FixMatch):
         w_fp: float = 0.5
 
     n_strong = 2
+    model_requires = ("encode", "decode")
 
     def training_step(self, batch, step):
         x_l, y_l, x_u, x_mix = batch["x_l"], batch["y_l"], batch["x_u"], batch["x_u_mix"]

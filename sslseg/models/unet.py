@@ -1,13 +1,16 @@
-"""UNet for 2D or 3D (SSL4MIS layout: conv-BN-LeakyReLU blocks, dropout per encoder level, ConvTranspose up)."""
+"""UNet for 2D or 3D (SSL4MIS layout: conv-BN-LeakyReLU blocks, dropout per encoder level, ConvTranspose up),
+with optional deep-supervision heads (SSCD): a 3x3 convolution to the classes after every decoder stage but the
+last, returned at their native resolution by ``forward_aux`` as ``down2``, ``down4``, ... (the downsampling
+factor)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
 
 import torch
 import torch.nn as nn
 
-from sslseg.models import MODELS
+from sslseg.models import MODELS, SegNet
 
 __all__ = ["UNet"]
 
@@ -26,31 +29,43 @@ def conv_block(d: int, cin: int, cout: int, dropout: float) -> nn.Sequential:
     )
 
 
-class UNet(nn.Module):
+@MODELS.register("unet")
+class UNet(SegNet):
     """``encode`` returns the feature of every level (shallow to deep); ``decode`` maps them to logits.
 
     Methods that perturb features (UniMatch) call the two halves separately; ``forward`` chains them.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, n_classes: int,
-                 channels: Sequence[int] = (16, 32, 64, 128, 256),
-                 dropout: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5)) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # feature channels per resolution level
+        dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # dropout per encoder level
+        deep_supervision: bool = False
+
+        def __post_init__(self):
+            if len(self.channels) != len(self.dropout) or len(self.channels) < 2:
+                raise ValueError(f"channels {list(self.channels)} and dropout {list(self.dropout)} must have one "
+                                 "equal length >= 2")
+            if any(c < 1 for c in self.channels) or any(not 0 <= p <= 1 for p in self.dropout):
+                raise ValueError("channels must be >= 1 and dropout in [0, 1]")
+
+    def __init__(self, spatial_dims: int, in_channels: int, n_classes: int, p: Params = Params()) -> None:
         super().__init__()
         if spatial_dims not in LAYERS:
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if len(channels) != len(dropout) or len(channels) < 2:
-            raise ValueError(f"channels {list(channels)} and dropout {list(dropout)} must have one equal length >= 2")
-        L = LAYERS[spatial_dims]
+        L, ch = LAYERS[spatial_dims], p.channels
         self.spatial_dims = spatial_dims
         self.enc = nn.ModuleList(
-            [conv_block(spatial_dims, in_channels, channels[0], dropout[0])]
-            + [nn.Sequential(L["pool"](2), conv_block(spatial_dims, channels[i - 1], channels[i], dropout[i]))
-               for i in range(1, len(channels))])
-        self.up = nn.ModuleList([L["up"](channels[i], channels[i - 1], 2, stride=2) for i in range(len(channels) - 1, 0, -1)])
-        self.dec = nn.ModuleList([conv_block(spatial_dims, 2 * channels[i - 1], channels[i - 1], 0.0)
-                                  for i in range(len(channels) - 1, 0, -1)])
-        self.head = L["conv"](channels[0], n_classes, 3, padding=1)
-        self.divisor = 2 ** (len(channels) - 1)
+            [conv_block(spatial_dims, in_channels, ch[0], p.dropout[0])]
+            + [nn.Sequential(L["pool"](2), conv_block(spatial_dims, ch[i - 1], ch[i], p.dropout[i]))
+               for i in range(1, len(ch))])
+        self.up = nn.ModuleList([L["up"](ch[i], ch[i - 1], 2, stride=2) for i in range(len(ch) - 1, 0, -1)])
+        self.dec = nn.ModuleList([conv_block(spatial_dims, 2 * ch[i - 1], ch[i - 1], 0.0)
+                                  for i in range(len(ch) - 1, 0, -1)])
+        self.head = L["conv"](ch[0], n_classes, 3, padding=1)
+        self.ds_heads = nn.ModuleList([L["conv"](ch[i - 1], n_classes, 3, padding=1)
+                                       for i in range(len(ch) - 1, 1, -1)]) if p.deep_supervision else None
+        self.divisor = 2 ** (len(ch) - 1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -59,14 +74,23 @@ class UNet(nn.Module):
             feats.append(x)
         return feats
 
-    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        x = feats[-1]
+    def _decode(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        x, outs = feats[-1], []
         for up, dec, skip in zip(self.up, self.dec, reversed(feats[:-1])):
             x = dec(torch.cat([skip, up(x)], dim=1))
-        return self.head(x)
+            outs.append(x)
+        return outs
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self._decode(feats)[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-
-MODELS.register("unet")(UNet)
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outs = self._decode(self.encode(x))
+        aux = {}
+        if self.ds_heads is not None:
+            n = len(outs)
+            aux = {f"down{2 ** (n - 1 - k)}": head(o) for k, (head, o) in enumerate(zip(self.ds_heads, outs))}
+        return self.head(outs[-1]), aux

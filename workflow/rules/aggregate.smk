@@ -11,9 +11,8 @@ rule aggregate:
         md="results/{bench}/table.md",
         tex="results/{bench}/table.tex",
     params:
-        cfg=CONFIGFILE,
         prepared=prepared_dir,
-        config_hash=bench_hash,
+        spec=report_spec,
     conda:
         "../../envs/sslseg.yaml"
     log:
@@ -21,4 +20,4 @@ rule aggregate:
     benchmark:
         "logs/benchmarks/aggregate/{bench}.tsv"
     shell:
-        "sslseg aggregate --config {params.cfg} --bench {wildcards.bench} --results results/{wildcards.bench} --prepared {params.prepared} > {log} 2>&1"
+        "sslseg aggregate --spec {params.spec:q} --results results/{wildcards.bench} --prepared {params.prepared} > {log} 2>&1"

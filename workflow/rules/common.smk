@@ -1,27 +1,19 @@
-# Config validation, wildcard constraints and input functions shared by the rules.
-from pathlib import Path
-
-from snakemake.utils import validate
-
-validate(config, "../schemas/config.schema.yaml")
+# Config validation (inheritance, defaults, registry names), wildcard constraints, and what each rule passes to its
+# stage. Stages never read the config file themselves: each gets its part as arguments, and that part is a rule
+# parameter, so Snakemake reruns exactly the jobs whose part changed.
+import json
+import shlex
 
 import sslseg.config
 from sslseg import SslsegError
 from sslseg.data import DATASETS
+from sslseg.io import FORMAT
 from sslseg.methods import METHODS
 
 try:
-    sslseg.config.validate(config, "config")
+    sslseg.config.validate(config, workflow.configfiles[-1] if workflow.configfiles else "config")
 except SslsegError as e:
     raise WorkflowError(str(e))
-
-# The stages read the same config file as the workflow; command-line `--config` overrides would be invisible to
-# them, so they are refused (use --configfile with an edited copy instead).
-CONFIGFILE = workflow.configfiles[-1]
-if sslseg.config.load_config(CONFIGFILE) != config:
-    raise WorkflowError(
-        f"config differs from {CONFIGFILE} (--config overrides are not passed to the stages); use --configfile"
-    )
 
 
 wildcard_constraints:
@@ -45,6 +37,15 @@ def prepared_files(wildcards):
     return {"cases": f"{d}/cases.csv", "meta": f"{d}/dataset.json"}
 
 
+def source_flags(wildcards):
+    """--source/--sha256 of the dataset's `sources:` entry (none: the dataset's default)."""
+    entry = config["sources"].get(wildcards.dataset)
+    if not entry:
+        return ""
+    url, sha = (entry, None) if isinstance(entry, str) else (entry["url"], entry.get("sha256"))
+    return f"--source {shlex.quote(url)}" + (f" --sha256 {sha}" if sha else "")
+
+
 def warm_start_input(wildcards):
     """The warm-start model this run starts from (benchmark key `warm_start`), if any."""
     ws = bench_cfg(wildcards).get("warm_start") or {}
@@ -57,13 +58,24 @@ def init_flag(wildcards, input):
     return f"--init {input.init}" if "init" in input.keys() else ""
 
 
-def bench_hash(wildcards):
-    """Changes when anything in the benchmark's config changes, so dependent jobs rerun."""
-    return sslseg.config.config_hash(bench_cfg(wildcards))
+def run_spec(wildcards):
+    """The run's identity (sslseg.config.RunSpec) as JSON: training reruns when, and only when, it changes."""
+    w = wildcards
+    return sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).to_json()
 
 
-def source_hash(wildcards):
-    return sslseg.config.config_hash(config["sources"].get(wildcards.dataset, ""))
+def infer_flags(wildcards):
+    a = sslseg.config.inference_args(config, wildcards.bench)
+    return f"--protocol {a['protocol']} --overlap {a['overlap']} --mode {a['mode']} --batch-size {a['batch_size']}"
+
+
+def evaluate_flags(wildcards):
+    a = sslseg.config.evaluation_args(config, wildcards.bench)
+    return f"--protocol {a['protocol']} --empty-policy {a['empty_policy']}"
+
+
+def report_spec(wildcards):
+    return json.dumps(sslseg.config.report_spec(config, wildcards.bench), sort_keys=True, separators=(",", ":"))
 
 
 def run_paths(bench, names):

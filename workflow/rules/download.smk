@@ -2,8 +2,7 @@ rule download:
     output:
         "resources/raw/{dataset}/download.json",
     params:
-        cfg=CONFIGFILE,
-        source=source_hash,
+        source=source_flags,
     conda:
         "../../envs/sslseg.yaml"
     log:
@@ -12,4 +11,4 @@ rule download:
         "logs/benchmarks/download/{dataset}.tsv"
     retries: 2
     shell:
-        "sslseg download --dataset {wildcards.dataset} --config {params.cfg} --out resources/raw/{wildcards.dataset} > {log} 2>&1"
+        "sslseg download --dataset {wildcards.dataset} {params.source} --out resources/raw/{wildcards.dataset} > {log} 2>&1"

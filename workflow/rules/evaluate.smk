@@ -5,9 +5,8 @@ rule evaluate:
     output:
         "results/{bench}/{method}/l{labels}/seed{seed}/metrics.csv",
     params:
-        cfg=CONFIGFILE,
         prepared=prepared_dir,
-        config_hash=bench_hash,
+        flags=evaluate_flags,
     conda:
         "../../envs/sslseg.yaml"
     log:
@@ -15,4 +14,4 @@ rule evaluate:
     benchmark:
         "logs/benchmarks/evaluate/{bench}/{method}_l{labels}_seed{seed}.tsv"
     shell:
-        "sslseg evaluate --config {params.cfg} --bench {wildcards.bench} --pred {input.pred} --prepared {params.prepared} --out {output} > {log} 2>&1"
+        "sslseg evaluate --pred {input.pred} --prepared {params.prepared} --out {output} {params.flags} > {log} 2>&1"

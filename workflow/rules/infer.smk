@@ -5,9 +5,8 @@ rule infer:
     output:
         directory("results/{bench}/{method}/l{labels}/seed{seed}/pred"),
     params:
-        cfg=CONFIGFILE,
         prepared=prepared_dir,
-        config_hash=bench_hash,
+        flags=infer_flags,
     conda:
         "../../envs/sslseg.yaml"
     log:
@@ -17,4 +16,4 @@ rule infer:
     resources:
         gpu=1,
     shell:
-        "sslseg infer --config {params.cfg} --bench {wildcards.bench} --model {input.model} --prepared {params.prepared} --out {output} > {log} 2>&1"
+        "sslseg infer --model {input.model} --prepared {params.prepared} --out {output} {params.flags} > {log} 2>&1"

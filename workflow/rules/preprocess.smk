@@ -4,6 +4,8 @@ rule preprocess:
     output:
         cases="resources/prepared/{dataset}/cases.csv",
         meta="resources/prepared/{dataset}/dataset.json",
+    params:
+        format=FORMAT,
     conda:
         "../../envs/sslseg.yaml"
     log:

@@ -8,10 +8,9 @@ rule train:
         log_csv="results/{bench}/{method}/l{labels}/seed{seed}/train_log.csv",
         provenance="results/{bench}/{method}/l{labels}/seed{seed}/provenance.json",
     params:
-        cfg=CONFIGFILE,
         prepared=prepared_dir,
         run="results/{bench}/{method}/l{labels}/seed{seed}",
-        config_hash=bench_hash,
+        spec=run_spec,
         init=init_flag,
     conda:
         "../../envs/sslseg.yaml"
@@ -23,4 +22,4 @@ rule train:
     resources:
         gpu=1,
     shell:
-        "SSLSEG_THREADS={threads} sslseg train --config {params.cfg} --bench {wildcards.bench} --method {wildcards.method} --labels {wildcards.labels} --seed {wildcards.seed} --prepared {params.prepared} --out {params.run} {params.init} > {log} 2>&1"
+        "SSLSEG_THREADS={threads} sslseg train --spec {params.spec:q} --prepared {params.prepared} --out {params.run} {params.init} > {log} 2>&1"

@@ -1,0 +1,53 @@
+"""Evaluation protocols: named, frozen descriptions of how a benchmark is predicted, scored and averaged.
+
+A benchmark names one (``protocol:``); inference, evaluation, aggregation and the tables read its fields, so a
+paper family's conventions live here and nowhere else. Adding one is one ``Protocol`` and one registry call.
+
+Fields:
+* ``resize_2d``: how 2D benchmarks bring a slice to the training size and back -- ``nearest`` (scipy zoom with
+  order 0 on the image, and on the label map back; SSL4MIS/BCP) or ``bilinear`` (image bilinear down, class
+  probabilities bilinear back, then argmax).
+* ``overlap``, ``mode``: default 3D sliding-window settings (the benchmark's ``inference:`` may override them).
+* ``spacing``: distances in mm from the stored spacing (True) or in voxels (False).
+* ``empty_policy``: default empty-mask policy (see ``sslseg.metrics.EMPTY_POLICIES``); a benchmark may override it.
+* ``aggregation``: ``cases-then-classes`` (per class the mean over cases, then the mean over classes; SSL4MIS,
+  BCP) or ``classes-then-cases`` (per case the mean over classes, then the mean over cases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sslseg.registry import Registry
+
+__all__ = ["Protocol", "PROTOCOLS"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    summary: str  # one line for the tables' footers
+    resize_2d: Literal["nearest", "bilinear"]
+    spacing: bool
+    empty_policy: str
+    aggregation: Literal["cases-then-classes", "classes-then-cases"] = "cases-then-classes"
+    overlap: float = 0.5
+    mode: Literal["gaussian", "constant"] = "gaussian"
+
+    def unit(self, spacing_known: bool) -> str:
+        """Unit of HD95/ASD under this protocol for a dataset whose spacing is (not) known."""
+        if not self.spacing:
+            return "voxel"
+        return "mm" if spacing_known else "voxel (source has no spacing)"
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+for _p in (
+    Protocol("strict", "metrics in mm from the stored spacing; 2D slices resized bilinearly (probabilities back)",
+             resize_2d="bilinear", spacing=True, empty_policy="penalty"),
+    Protocol("ssl4mis-2d", "the SSL4MIS/BCP 2D test loop: slices zoomed to the training size and back with order 0, "
+             "medpy without spacing (voxel units)", resize_2d="nearest", spacing=False, empty_policy="zero"),
+):
+    PROTOCOLS.register(_p.name)(_p)
