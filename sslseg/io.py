@@ -137,7 +137,7 @@ def write_case(path: str | os.PathLike, case: Case) -> None:
                 lab = np.asarray(case.label, np.uint8)
                 f.create_dataset("label", data=lab, compression="gzip", chunks=_chunks(lab.shape))
                 if case.fg:
-                    for k in np.unique(lab)[1:]:
+                    for k in np.unique(lab[lab != 0]):
                         idx = np.flatnonzero(lab == k)
                         f.create_dataset(f"fg/{int(k)}", data=idx.astype(np.int64), compression="gzip",
                                          shuffle=True)

@@ -153,7 +153,12 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
                                                         info.n_classes).to(dev))
     if init_states is not None:
         for name, net in nets.items():
-            net.load_state_dict(init_states.get(name) or next(iter(init_states.values())))
+            src = name if name in init_states else next(iter(init_states))
+            try:
+                net.load_state_dict(init_states[src])
+            except RuntimeError as e:
+                raise SslsegError(f"{init}: network {src!r} does not fit network {name!r} of {spec.method!r} "
+                                  f"({str(e).splitlines()[0][:200]})") from None
     m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes)
     sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
                                sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])

@@ -327,18 +327,22 @@ def _prepared(tmp_path):
     return out
 
 
+def _perfect(tmp_path):
+    """Predictions equal to the references of ``_prepared``'s cases, in tmp_path/pred."""
+    pred = tmp_path / "pred"
+    for cid in ("synth2d_t0", "synth2d_t1"):
+        ref = read_case(tmp_path / "prepared" / "cases" / f"{cid}.h5")
+        write_nifti(pred / f"{cid}.nii.gz", ref.label, ref.geom)
+    return pred
+
+
 def _evaluate(cfg, pred, prepared, out):
     return main(["evaluate", "--config", str(cfg), "--bench", "b", "--pred", str(pred), "--prepared", str(prepared),
                  "--out", str(out)])
 
 
 def test_cli_evaluate_ok_then_malformed_prediction(tmp_path, capsys):
-    prepared = _prepared(tmp_path)
-    cfg = _config(tmp_path)
-    pred = tmp_path / "pred"
-    for cid in ("synth2d_t0", "synth2d_t1"):
-        ref = read_case(prepared / "cases" / f"{cid}.h5")
-        write_nifti(pred / f"{cid}.nii.gz", ref.label, ref.geom)
+    prepared, cfg, pred = _prepared(tmp_path), _config(tmp_path), _perfect(tmp_path)
     out = tmp_path / "metrics.csv"
     # positive control: perfect predictions evaluate cleanly
     assert _evaluate(cfg, pred, prepared, out) == 0
@@ -378,12 +382,7 @@ def test_cli_evaluate_missing_and_misshapen_predictions(tmp_path, capsys):
 ])
 def test_cli_evaluate_refuses_a_prediction_that_is_not_a_label_map_on_the_reference_grid(tmp_path, capsys, defect,
                                                                                           needle):
-    prepared = _prepared(tmp_path)
-    cfg = _config(tmp_path)
-    pred = tmp_path / "pred"
-    for cid in ("synth2d_t0", "synth2d_t1"):
-        ref = read_case(prepared / "cases" / f"{cid}.h5")
-        write_nifti(pred / f"{cid}.nii.gz", ref.label, ref.geom)
+    prepared, cfg, pred = _prepared(tmp_path), _config(tmp_path), _perfect(tmp_path)
     ref = read_case(prepared / "cases" / "synth2d_t1.h5")
     arr, geom = ref.label, ref.geom
     if defect == "float":

@@ -35,6 +35,53 @@ def test_colour_jitter_order_and_clamp(monkeypatch, bright_first, expected):
 def test_colour_jitter_probability_zero_is_identity():
     x = torch.rand(3, 1, 5, 5)
     assert torch.equal(aug.colour_jitter(x, 0.5, p=0.0), x)
+    rgb = torch.rand(3, 3, 5, 5)
+    assert torch.equal(aug.colour_jitter(rgb, 0.5, p=0.0), rgb)
+
+
+GREY_A = 0.2989  # grey of pure red
+GREY_B = 0.2989 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6  # grey of (0.2, 0.4, 0.6) = 0.36298
+
+
+@pytest.mark.parametrize("order, expected", [
+    # hue + 1/3 (a 120 degree turn): red (h 0) -> green; (0.2, 0.4, 0.6) has h = 210 deg, s = 2/3, v = 0.6 ->
+    # h = 330 deg: sector 5, f = 0.5, p = 0.2, q = t = 0.4 -> (v, p, q) = (0.6, 0.2, 0.4)
+    ([3], [[0.0, 0.6], [1.0, 0.2], [0.0, 0.4]]),
+    # saturation 0: every channel becomes the grey value 0.2989 R + 0.587 G + 0.114 B
+    ([2], [[GREY_A, GREY_B]] * 3),
+    # contrast 0.5 around the mean grey of the image (0.33094), then brightness x2, clamped at 1
+    ([1, 0], [[1.0, 2 * (0.1 + (GREY_A + GREY_B) / 4)], [2 * (GREY_A + GREY_B) / 4, 2 * (0.2 + (GREY_A + GREY_B) / 4)],
+              [2 * (GREY_A + GREY_B) / 4, 2 * (0.3 + (GREY_A + GREY_B) / 4)]]),
+])
+def test_rgb_colour_jitter_as_torchvision_defines_it(monkeypatch, order, expected):
+    # two pixels: pure red and (0.2, 0.4, 0.6); factors b = 2, c = 0.5, s = 0, h = 1/3, applied in ``order``;
+    # expected values per channel (R, G, B), each [red pixel, other pixel]
+    # (0 brightness, 1 contrast, 2 saturation, 3 hue; the others are skipped by making them identities)
+    factors = {0: 2.0, 1: 0.5, 2: 0.0, 3: 1 / 3}
+    identity = {0: 1.0, 1: 1.0, 2: 1.0, 3: 0.0}
+    draws = iter([torch.tensor([factors[k] if k in order else identity[k]]) for k in range(4)])
+    monkeypatch.setattr(aug, "_u", lambda n, lo, hi: next(draws))
+    monkeypatch.setattr(aug.torch, "randperm", lambda n: torch.tensor(order + [k for k in range(4) if k not in order]))
+    x = torch.tensor([[1.0, 0.2], [0.0, 0.4], [0.0, 0.6]]).view(1, 3, 1, 2)
+    out = aug.colour_jitter(x, 0.5, p=1.0, hue=0.4)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor(expected), atol=1e-5, rtol=0)  # (channel, pixel)
+
+
+def test_rgb_hue_round_trip_and_grey_pixels():
+    x = torch.rand(3, 4, 5)
+    assert torch.allclose(aug._hsv_to_rgb(aug._rgb_to_hsv(x)), x, atol=1e-6)
+    grey = torch.full((3, 2, 2), 0.4)
+    assert torch.equal(aug._rgb_to_hsv(grey)[0], torch.zeros(2, 2))  # hue of a grey pixel is 0, as torchvision
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        aug.colour_jitter(torch.rand(2, 2, 4, 4))
+
+
+def test_blur_treats_every_channel_alike(monkeypatch):
+    monkeypatch.setattr(aug, "_u", lambda n, lo, hi: torch.full((n,), 1.0))
+    x = torch.zeros(2, 3, 9, 9)
+    x[:, :, 4, 4] = 1
+    out = aug.gaussian_blur(x, p=1.0)
+    assert torch.allclose(out[0, 0], out[1, 2]) and out[0, 1].sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_gaussian_blur_of_a_delta_is_the_normalised_gaussian(monkeypatch):

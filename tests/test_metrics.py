@@ -267,3 +267,15 @@ def test_case_metrics_rejects_bad_input():
     with pytest.raises(ValueError, match="policy"):
         M.case_metrics(pred, ref, [1], None, policy="ignore")
     assert set(M.EMPTY_POLICIES) == {"penalty", "exclude", "zero"}
+
+
+def test_case_metrics_scores_regions_as_unions_of_labels():
+    """BraTS-style regions: whole = labels {1, 2}, core = {2}. Reference: a 2x2 block of 2 inside a 4x4 block of
+    1s; prediction: the block of 1s only. whole: perfect; core: predicted empty."""
+    ref = np.zeros((6, 6), np.uint8)
+    ref[1:5, 1:5] = 1
+    ref[2:4, 2:4] = 2
+    pred = np.where(ref > 0, 1, 0)
+    rows = {r["cls"]: r for r in M.case_metrics(pred, ref, [1, 2], None, "penalty", members={1: (1, 2), 2: (2,)})}
+    assert rows[1]["dice"] == 1.0 and rows[1]["hd95"] == 0.0 and rows[1]["tp"] == 16
+    assert rows[2]["status"] == "pred_empty" and rows[2]["dice"] == 0.0 and rows[2]["n_ref"] == 4

@@ -107,6 +107,21 @@ def test_seed_table_counts_excluded_cases():
     assert one(st, seed=1, group="tail")["n_excluded"] == 1
 
 
+def test_seed_table_classes_then_cases_order():
+    """The other protocol order (DuoMod-Net's): each case's mean over its classes (NaN skipped), then over cases."""
+    pc = make_per_case(seeds=[0], methods=["supervised"], budgets=(1,))
+    st = seed_table(pc, TAIL, "classes-then-cases")
+    for metric in METRICS:
+        case_means = [nanmean(pc[pc.case == c][metric].tolist()) for c in CASES]
+        assert one(st, group="overall")[metric] == pytest.approx(nanmean(case_means), rel=1e-12)
+        tail_means = [nanmean(pc[(pc.case == c) & pc.cls.isin(TAIL)][metric].tolist()) for c in CASES]
+        assert one(st, group="tail")[metric] == pytest.approx(nanmean(tail_means), rel=1e-12)
+        # per-class rows do not depend on the order
+        assert one(st, group="RV")[metric] == one(seed_table(pc, TAIL), group="RV")[metric]
+    # the two orders differ once a case misses a value (c1's RV HD95 is excluded)
+    assert one(st, group="overall")["hd95"] != pytest.approx(one(seed_table(pc, TAIL), group="overall")["hd95"])
+
+
 def test_seed_table_without_tail_classes_has_no_tail_group():
     pc = make_per_case(seeds=[0], methods=["supervised"], budgets=(1,))
     st = seed_table(pc, [])

@@ -1,7 +1,7 @@
 """Training data: prepared cases read on demand, two-stream sampling (labelled / unlabelled), weak augmentation.
 
 Cases are never all loaded up front. ``CaseStore`` reads a case the first time it is sampled and keeps it in memory
-while the store's byte budget (``SSLSEG_CACHE_MB``, default 2048 per store) allows; beyond it, 3D patches are read
+while the store's byte budget (``SSLSEG_CACHE_MB``, default 1024 per store) allows; beyond it, 3D patches are read
 straight from the chunked h5 files (only the chunks the patch touches), so data sets far larger than memory train
 in a bounded footprint.
 
@@ -31,8 +31,8 @@ __all__ = ["CaseStore", "TwoStreamSampler", "cache_budget"]
 
 
 def cache_budget() -> int:
-    """Bytes a CaseStore may keep in memory (``SSLSEG_CACHE_MB``, default 2048)."""
-    return int(float(os.environ.get("SSLSEG_CACHE_MB", 2048)) * 2**20)
+    """Bytes a CaseStore may keep in memory (``SSLSEG_CACHE_MB``, default 1024)."""
+    return int(float(os.environ.get("SSLSEG_CACHE_MB", 1024)) * 2**20)
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -77,7 +77,7 @@ def resize_labels(label: np.ndarray, shape: tuple[int, ...], order: int = 1) -> 
     if order == 0:
         return _zoom(label, shape, 0)
     out = np.zeros(shape, label.dtype)
-    for c in np.unique(label)[1:]:
+    for c in np.unique(label[label != 0]):
         out[_zoom((label == c).astype(np.float32), shape, 1) >= 0.5] = c
     return out
 
