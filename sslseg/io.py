@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -273,12 +273,13 @@ def _read_sitk(path: Path):
 
 
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
-    """A NIfTI image (array order) with its geometry; a malformed or truncated file raises SslsegError."""
+    """A NIfTI (or other SimpleITK-readable, e.g. MetaImage) image in array order with its geometry; a missing,
+    malformed or truncated file raises SslsegError."""
     import SimpleITK as sitk
 
     path = Path(path)
     if not path.is_file():
-        raise SslsegError(f"{path}: NIfTI file is missing")
+        raise SslsegError(f"{path}: image file is missing")
     if path.name.endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
     img = _read_sitk(path)

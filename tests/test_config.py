@@ -81,7 +81,8 @@ def test_minimal_config_gets_all_defaults(tmp_path):
     assert b["model"] == {"name": "unet"}
     spec = run_spec(cfg, "b", "mean_teacher", 1, 0)
     assert spec.networks["student"] == {"name": "unet", "channels": [16, 32, 64, 128, 256],
-                                        "dropout": [0.05, 0.1, 0.2, 0.3, 0.5], "deep_supervision": False}
+                                        "dropout": [0.05, 0.1, 0.2, 0.3, 0.5], "deep_supervision": False,
+                                        "upsample": "bilinear"}
     assert b["schedule"]["iterations"] == 30000 and b["schedule"]["batch_labelled"] == 12
     assert b["validation"]["every"] == 200
     assert inference_args(cfg, "b") == {"protocol": "strict", "overlap": 0.5, "mode": "gaussian", "batch_size": 4}

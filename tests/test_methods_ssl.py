@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import build_method
-from sslseg.methods import METHODS, method_params
+from sslseg.methods import method_params
 from sslseg.methods.common import sigmoid_rampup, sup_loss
 
 

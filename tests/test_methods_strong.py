@@ -229,7 +229,7 @@ class Enc(nn.Module):
 def test_unimatch_perturbs_encoder_features_through_one_shared_decoder_pass():
     torch.manual_seed(0)
     net, x = Enc(), torch.ones(3, 1, 2, 2)
-    clean, fp = decode_with_fp(net, x, 0.5)
+    clean, fp = decode_with_fp(net, x, lambda f: torch.nn.functional.dropout2d(f, 0.5, training=True))
     assert net.calls == {"encode": 1, "decode": 1}
     assert torch.equal(clean, torch.full((3, 4, 2, 2), 3.0))  # x + 2x, untouched
     # each channel of each feature is dropped (0) or scaled by 1/(1-p) = 2: values in {0, 2, 4, 6}

@@ -1,6 +1,7 @@
 """The model registry: validated parameters, the forward contract, UNet (2D/3D, deep supervision) and VNet
 against the reference definitions' layer counts."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,8 +68,51 @@ def test_unet_odd_shapes_and_deep_supervision_heads(dims, shape):
     assert n_params(net) - n_params(plain) == sum(3**dims * c * 5 + 5 for c in (16, 8))
 
 
-def test_unet_default_is_the_documented_transposed_convolution_layout():
-    assert n_params(build_model({"name": "unet"}, 2, 1, 4)) == 1_944_324
+def reference_unet_shapes(cin: int, n_classes: int, ch=(16, 32, 64, 128, 256)) -> list[tuple[str, tuple]]:
+    """Parameter shapes of SSL4MIS/UniMatch/BCP's 2D ``UNet`` (``code/networks/unet.py``), in their order, written
+    out from the reference definition: ``ConvBlock`` = conv3x3-BN-LeakyReLU-Dropout-conv3x3-BN-LeakyReLU;
+    ``DownBlock`` = maxpool + ConvBlock; ``UpBlock(c1, c2, c2)`` with its default ``bilinear=True`` = conv1x1
+    (c1 -> c2) + bilinear x2, concatenation with the skip, ConvBlock(2 c2 -> c2); ``out_conv`` = conv3x3."""
+    def conv_block(name, a, b):
+        return [(f"{name}.conv1.w", (b, a, 3, 3)), (f"{name}.conv1.b", (b,)), (f"{name}.bn1.w", (b,)),
+                (f"{name}.bn1.b", (b,)), (f"{name}.conv2.w", (b, b, 3, 3)), (f"{name}.conv2.b", (b,)),
+                (f"{name}.bn2.w", (b,)), (f"{name}.bn2.b", (b,))]
+    enc = conv_block("in_conv", cin, ch[0])
+    for k in range(1, 5):
+        enc += conv_block(f"down{k}", ch[k - 1], ch[k])
+    up, dec = [], []
+    for k in range(1, 5):  # up1 (256 -> 128) ... up4 (32 -> 16)
+        c1, c2 = ch[5 - k], ch[4 - k]
+        up += [(f"up{k}.conv1x1.w", (c2, c1, 1, 1)), (f"up{k}.conv1x1.b", (c2,))]
+        dec += conv_block(f"up{k}.conv", 2 * c2, c2)
+    # this project registers the upsampling layers of all stages before their convolution blocks
+    return enc + up + dec + [("out_conv.w", (n_classes, ch[0], 3, 3)), ("out_conv.b", (n_classes,))]
+
+
+def test_unet_default_is_the_reference_bilinear_decoder_layer_by_layer():
+    net = build_model({"name": "unet"}, 2, 1, 4)
+    ref = reference_unet_shapes(1, 4)
+    ours = [tuple(p.shape) for p in net.parameters()]
+    assert ours == [shape for _, shape in ref]
+    assert n_params(net) == sum(int(np.prod(s)) for _, s in ref) == 1_813_764
+    ups = [m for m in net.modules() if isinstance(m, torch.nn.Upsample)]
+    assert len(ups) == 4 and all(u.mode == "bilinear" and u.align_corners and u.scale_factor == 2 for u in ups)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    # two input channels, 2 classes: only the first convolution and the head change
+    assert [tuple(p.shape) for p in build_model({"name": "unet"}, 2, 3, 2).parameters()] == [
+        s for _, s in reference_unet_shapes(3, 2)]
+
+
+def test_unet_transposed_decoder_is_a_named_option():
+    net = build_model({"name": "unet", "upsample": "transpose"}, 2, 1, 4)
+    # a 2x2 transposed convolution (c1 -> c2) replaces each 1x1 convolution: 3 * c1 * c2 more weights per stage
+    assert n_params(net) == 1_813_764 + 3 * (256 * 128 + 128 * 64 + 64 * 32 + 32 * 16) == 1_944_324
+    x = torch.randn(1, 1, 32, 32)
+    assert net(x).shape == build_model({"name": "unet"}, 2, 1, 4)(x).shape == (1, 4, 32, 32)
+    net3 = build_model({"name": "unet", "channels": [4, 8], "dropout": [0, 0]}, 3, 1, 2)
+    assert [m.mode for m in net3.modules() if isinstance(m, torch.nn.Upsample)] == ["trilinear"]
+    with pytest.raises(SslsegError, match="'upsample' of model 'unet' must be one of 'bilinear', 'transpose'"):
+        model_spec({"name": "unet", "upsample": "nearest"})
 
 
 @pytest.mark.parametrize("spec, needle", [

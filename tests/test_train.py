@@ -11,7 +11,7 @@ import torch
 
 from conftest import build_method, fit
 from sslseg.data import load_prepared
-from sslseg.methods import METHODS, Method, method_params
+from sslseg.methods import METHODS, method_params
 from sslseg.methods.common import dice_loss, ema_update, sigmoid_rampup
 from sslseg.train import poly_lr
 

@@ -134,4 +134,4 @@ def load_prepared(prepared: Path):
     return info, pd.read_csv(prepared / "cases.csv")
 
 
-from sslseg.data import acdc, synthetic  # noqa: E402,F401  (register the datasets)
+from sslseg.data import acdc, promise12, synthetic  # noqa: E402,F401  (register the datasets)

@@ -22,8 +22,8 @@ import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import _local, extract, fetch, sha256sum
-from sslseg.data.prepare import minmax, write_cases, write_tables
+from sslseg.data.download import sha256sum, unpack
+from sslseg.data.prepare import labelled_by_slices, minmax, write_cases, write_tables
 from sslseg.io import Case, Geometry, check_case, read_nifti
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
@@ -65,16 +65,9 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     """Fetch ``source`` (default: the official raw zip) into ``raw/h5`` or ``raw/nifti``; nothing replaces an
     earlier download unless the new one verified completely."""
     source = source or RAW_URL
-    local = _local(source)
     raw.mkdir(parents=True, exist_ok=True)
     work = raw / ".incoming"
-    shutil.rmtree(work, ignore_errors=True)
-    if local is not None and local.is_dir():
-        tree, digest = local, None
-    else:
-        archive = fetch(source, work / "archive", sha256)
-        digest = sha256sum(archive)
-        tree = extract(archive, work / "tree")
+    tree, digest = unpack(source, work, sha256)
     h5_root = _find(tree, "data/slices")
     nifti_root = _find(tree, "database/training")
     if nifti_root is not None:
@@ -140,7 +133,7 @@ def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
     rows: list[dict] = []
     cases = _h5_cases(raw / "h5" / "data", slices, rows) if kind == "h5" else _nifti_cases(raw / "nifti", slices, rows)
     write_cases(out, cases)
-    _labelled_by_slices(rows, slices)
+    labelled_by_slices(rows, slices, BUDGET_SLICES)
     info = spec.info.replace(spacing_known=kind == "nifti")
     write_tables(spec, out, rows, {"source": kind, "budget_slices": {str(k): v for k, v in BUDGET_SLICES.items()}},
                  info=info)
@@ -182,13 +175,6 @@ def _nifti_cases(root: Path, slices: list[str], rows: list[dict]):
             rows.append(dict(case=vol, patient=vol.split("_")[0], split=split, shape=c.spatial_shape,
                              spacing=c.geom.spacing_zyx))
             yield vol, c
-
-
-def _labelled_by_slices(rows: list[dict], slices: list[str]) -> None:
-    for n, count in BUDGET_SLICES.items():
-        first = set(slices[:count])
-        for r in rows:
-            r[f"labelled_{n}"] = r["case"] in first
 
 
 DATASETS.register("acdc")(DatasetSpec(DatasetInfo(

@@ -13,7 +13,7 @@ from pathlib import Path
 from sslseg import SslsegError
 from sslseg.io import atomic_path
 
-__all__ = ["sha256sum", "fetch", "extract"]
+__all__ = ["sha256sum", "fetch", "extract", "unpack"]
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -90,3 +90,15 @@ def extract(archive: Path, dest: Path) -> Path:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise SslsegError(f"{archive}: corrupt or truncated archive ({e})") from None
     return dest
+
+
+def unpack(source: str, work: Path, sha256: str | None = None) -> tuple[Path, str | None]:
+    """The file tree of ``source`` and its archive's SHA-256: a local directory as it is (digest None), otherwise
+    the file or URL fetched into ``work`` (checked against ``sha256`` when given) and extracted there. ``work`` is
+    emptied first; the caller removes it once it has copied what it needs."""
+    shutil.rmtree(work, ignore_errors=True)
+    local = _local(source)
+    if local is not None and local.is_dir():
+        return local, None
+    archive = fetch(source, work / "archive", sha256)
+    return extract(archive, work / "tree"), sha256sum(archive)

@@ -24,7 +24,8 @@ from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, 
                        write_json)
 
 __all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
-           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables", "write_cases"]
+           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables", "write_cases",
+           "labelled_by_slices"]
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -198,6 +199,15 @@ def prepare_image_folder(spec: DatasetSpec, raw: Path, out: Path, images: str = 
 
     write_cases(out, cases())
     write_tables(spec, out, rows, {"source": f"{images}/ + {masks}/ image files", "mask_threshold": mask_threshold})
+
+
+def labelled_by_slices(rows: list[dict], slices: list[str], budget_slices: dict[int, int]) -> None:
+    """Set ``labelled_{n}`` for budgets counted in slices (SSL4MIS ``patients_to_slices``, ABD's PROMISE12): the
+    first ``budget_slices[n]`` ids of the ordered training ``slices`` are labelled."""
+    for n, count in budget_slices.items():
+        first = set(slices[:count])
+        for r in rows:
+            r[f"labelled_{n}"] = r["case"] in first
 
 
 def write_cases(out: Path, cases) -> None:

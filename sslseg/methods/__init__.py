@@ -157,7 +157,7 @@ def build_networks(method: type[Method], build) -> dict[str, nn.Module]:
     return {name: init_network(build(name), net.init) for name, net in method.networks.items()}
 
 
-_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp"]
+_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")

@@ -43,10 +43,14 @@ class FixMatch(Method):
         for _ in range(self.n_strong):
             s = strong_view(x_u, self.p.jitter, self.p.p_jitter, self.p.p_blur, self.p.hue)
             s_mix = strong_view(x_mix, self.p.jitter, self.p.p_jitter, self.p.p_blur, self.p.hue)
-            box = cutmix_boxes(len(x_u), tuple(x_u.shape[2:]), self.p.p_cutmix, device=x_u.device)
+            box = self.place(cutmix_boxes(len(x_u), tuple(x_u.shape[2:]), self.p.p_cutmix, device=x_u.device))
             views.append(paste(s, s_mix, box))
             boxes.append(box)
         return views, boxes
+
+    def place(self, box: torch.Tensor) -> torch.Tensor:
+        """Where a CutMix box goes: where it was drawn (AIGCMatch moves it)."""
+        return box
 
     @torch.no_grad()
     def mix_targets(self, x_mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,10 +21,10 @@ from sslseg.methods.fixmatch import FixMatch
 from sslseg.augment import paste
 
 
-def decode_with_fp(model, x: torch.Tensor, p_drop: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean logits, logits from encoder features perturbed by channel dropout), one decoder pass on both."""
+def decode_with_fp(model, x: torch.Tensor, perturb) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean logits, logits from encoder features perturbed by ``perturb``), one decoder pass on both."""
     feats = model.encode(x)
-    dropped = [F.dropout2d(f, p_drop, training=True) for f in feats]
+    dropped = [perturb(f) for f in feats]
     out = model.decode([torch.cat([f, d]) for f, d in zip(feats, dropped)])
     return out.chunk(2)
 
@@ -40,12 +40,16 @@ class UniMatch(FixMatch):
     n_strong = 2
     model_requires = ("encode", "decode")
 
+    def perturb(self, feat: torch.Tensor) -> torch.Tensor:
+        """The feature perturbation: channel dropout (Dropout2d) with probability ``p_fp``."""
+        return F.dropout2d(feat, self.p.p_fp, training=True)
+
     def training_step(self, batch, step):
         x_l, y_l, x_u, x_mix = batch["x_l"], batch["y_l"], batch["x_u"], batch["x_u_mix"]
         conf_mix, lab_mix = self.mix_targets(x_mix)
         views, boxes = self.strong_views(x_u, x_mix)
         n = len(x_l)
-        logits, logits_fp = decode_with_fp(self.student, torch.cat([x_l, x_u]), self.p.p_fp)
+        logits, logits_fp = decode_with_fp(self.student, torch.cat([x_l, x_u]), self.perturb)
         logits_s = self.student(torch.cat(views)).chunk(len(views))
         conf, pseudo = logits[n:].detach().softmax(1).max(1)
         loss_x = sup_loss(logits[:n], y_l)

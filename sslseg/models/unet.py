@@ -1,11 +1,16 @@
-"""UNet for 2D or 3D (SSL4MIS layout: conv-BN-LeakyReLU blocks, dropout per encoder level, ConvTranspose up),
-with optional deep-supervision heads (SSCD): a 3x3 convolution to the classes after every decoder stage but the
-last, returned at their native resolution by ``forward_aux`` as ``down2``, ``down4``, ... (the downsampling
-factor)."""
+"""UNet for 2D or 3D in the SSL4MIS layout (the network of SSL4MIS, UniMatch, BCP and SSCD on ACDC):
+conv-BN-LeakyReLU blocks, dropout per encoder level, and decoder stages that upsample by a 1x1 convolution followed
+by bilinear (3D: trilinear) x2 interpolation with ``align_corners=True`` -- what the reference ``UpBlock`` runs,
+since its decoders never pass ``bilinear=False``. ``upsample: transpose`` selects a 2x2 transposed convolution
+instead (the layout of SSL4MIS's deep-supervision UNet and of this project before the reference decoder).
+
+Optional deep-supervision heads (SSCD): a 3x3 convolution to the classes after every decoder stage but the last,
+returned at their native resolution by ``forward_aux`` as ``down2``, ``down4``, ... (the downsampling factor)."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -15,8 +20,10 @@ from sslseg.models import MODELS, SegNet
 __all__ = ["UNet"]
 
 LAYERS = {
-    2: dict(conv=nn.Conv2d, bn=nn.BatchNorm2d, pool=nn.MaxPool2d, up=nn.ConvTranspose2d, drop=nn.Dropout2d),
-    3: dict(conv=nn.Conv3d, bn=nn.BatchNorm3d, pool=nn.MaxPool3d, up=nn.ConvTranspose3d, drop=nn.Dropout3d),
+    2: dict(conv=nn.Conv2d, bn=nn.BatchNorm2d, pool=nn.MaxPool2d, up=nn.ConvTranspose2d, drop=nn.Dropout2d,
+            interp="bilinear"),
+    3: dict(conv=nn.Conv3d, bn=nn.BatchNorm3d, pool=nn.MaxPool3d, up=nn.ConvTranspose3d, drop=nn.Dropout3d,
+            interp="trilinear"),
 }
 
 
@@ -27,6 +34,13 @@ def conv_block(d: int, cin: int, cout: int, dropout: float) -> nn.Sequential:
         nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
         L["conv"](cout, cout, 3, padding=1), L["bn"](cout), nn.LeakyReLU(0.01),
     )
+
+
+def up_layer(d: int, cin: int, cout: int, mode: str) -> nn.Module:
+    L = LAYERS[d]
+    if mode == "transpose":
+        return L["up"](cin, cout, 2, stride=2)
+    return nn.Sequential(L["conv"](cin, cout, 1), nn.Upsample(scale_factor=2, mode=L["interp"], align_corners=True))
 
 
 @MODELS.register("unet")
@@ -41,6 +55,7 @@ class UNet(SegNet):
         channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # feature channels per resolution level
         dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # dropout per encoder level
         deep_supervision: bool = False
+        upsample: Literal["bilinear", "transpose"] = "bilinear"  # 1x1 conv + (bi/tri)linear x2, or ConvTranspose
 
         def __post_init__(self):
             if len(self.channels) != len(self.dropout) or len(self.channels) < 2:
@@ -59,7 +74,8 @@ class UNet(SegNet):
             [conv_block(spatial_dims, in_channels, ch[0], p.dropout[0])]
             + [nn.Sequential(L["pool"](2), conv_block(spatial_dims, ch[i - 1], ch[i], p.dropout[i]))
                for i in range(1, len(ch))])
-        self.up = nn.ModuleList([L["up"](ch[i], ch[i - 1], 2, stride=2) for i in range(len(ch) - 1, 0, -1)])
+        self.up = nn.ModuleList([up_layer(spatial_dims, ch[i], ch[i - 1], p.upsample)
+                                 for i in range(len(ch) - 1, 0, -1)])
         self.dec = nn.ModuleList([conv_block(spatial_dims, 2 * ch[i - 1], ch[i - 1], 0.0)
                                   for i in range(len(ch) - 1, 0, -1)])
         self.head = L["conv"](ch[0], n_classes, 3, padding=1)
