@@ -156,7 +156,7 @@ def _check_benchmark(b: dict, where: str) -> None:
                 raise SslsegError(f"{where}/{key}: {e}") from None
             if why := model_error(spec, dims):
                 raise SslsegError(f"{where}/{key}: {why}; dataset {b['dataset']!r} is {dims}D")
-            missing = [a for a in METHODS[m].model_requires if not hasattr(MODELS[spec["name"]], a)]
+            missing = [a for a in METHODS[m].model_requires if not callable(getattr(MODELS[spec["name"]], a, None))]
             if missing:
                 raise SslsegError(f"{where}/{key}: method {m!r} needs a network with {', '.join(missing)}; "
                                   f"model {spec['name']!r} has none")

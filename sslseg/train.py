@@ -159,7 +159,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             except RuntimeError as e:
                 raise SslsegError(f"{init}: network {src!r} does not fit network {name!r} of {spec.method!r} "
                                   f"({str(e).splitlines()[0][:200]})") from None
-    m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes)
+    m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes, budget=spec.budget)
     sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
                                sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])
     opts = m.optimisers(sched)
@@ -195,11 +195,14 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             m.after_step(step)
             run.step = it = step + 1
             row = {"iteration": it, "stage": run.entered, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
+            validation = None
             if validator and (it % val["every"] == 0 or it == total):
                 row["val_dice"] = vd = validator(m.predictor())
                 m.train()
-                if vd > run.best["dice"]:
+                validation = (vd, vd > run.best["dice"])
+                if validation[1]:
                     run.best = {"dice": vd, "step": it, "state": _snapshot(m)}
+            m.end_iteration(step, validation)
             run.log.append(row)
             if it % log_every == 0 or row["val_dice"] != "":
                 print(f"[sslseg train] {spec.bench}/{spec.method}/l{spec.budget}/seed{spec.seed} it {it}/{total} "
@@ -278,6 +281,7 @@ def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages
     for o, s in zip(opts, st["optimisers"]):
         o.load_state_dict(s)
     sampler.load_state(st["sampler"])
+    m.load_state(st.get("method", {}))
     torch.set_rng_state(st["torch_rng"])
     if torch.cuda.is_available() and st.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(st["cuda_rng"])
@@ -293,7 +297,8 @@ def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, c
              "optimisers": [o.state_dict() for o in opts], "sampler": sampler.state(),
              "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-             "step": run.step, "entered": run.entered, "best": run.best, "log": run.log, "wall": wall, "run": chash}
+             "method": m.state(), "step": run.step, "entered": run.entered, "best": run.best, "log": run.log,
+             "wall": wall, "run": chash}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
 

@@ -111,8 +111,8 @@ def test_unet_transposed_decoder_is_a_named_option():
     assert net(x).shape == build_model({"name": "unet"}, 2, 1, 4)(x).shape == (1, 4, 32, 32)
     net3 = build_model({"name": "unet", "channels": [4, 8], "dropout": [0, 0]}, 3, 1, 2)
     assert [m.mode for m in net3.modules() if isinstance(m, torch.nn.Upsample)] == ["trilinear"]
-    with pytest.raises(SslsegError, match="'upsample' of model 'unet' must be one of 'bilinear', 'transpose'"):
-        model_spec({"name": "unet", "upsample": "nearest"})
+    with pytest.raises(SslsegError, match="'upsample' of model 'unet' must be one of 'bilinear', 'transpose', 'nearest'"):
+        model_spec({"name": "unet", "upsample": "cubic"})
 
 
 @pytest.mark.parametrize("spec, needle", [

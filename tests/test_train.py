@@ -64,7 +64,7 @@ def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
 
 
 @pytest.mark.parametrize("bench, method", [("synth2d", "mean_teacher"), ("synth3d", "mean_teacher"),
-                                           ("synth2d", "unimatch"), ("synth2d", "bcp")])
+                                           ("synth2d", "unimatch"), ("synth2d", "bcp"), ("synth2d", "egm_dt")])
 def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, method):
     # unimatch: strong augmentations draw from torch's generator; bcp: the stop falls across its stage change
     b = tiny[bench]
@@ -72,6 +72,10 @@ def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, metho
     if method == "bcp":
         b["schedule"]["batch_labelled"] = 2
         b["hparams"] = {"bcp": {"pretrain": 0.25}}  # self-training from iteration 2; the run stops at 3
+    if method == "egm_dt":  # also the static teacher's counter (period 2 of the 6 self-training iterations)
+        b["schedule"]["batch_labelled"] = 2
+        b["hparams"] = {"egm_dt": {"pretrain": 0.25, "static_period": 1 / 3, "static_step": 1 / 6,
+                                   "static_min": 1 / 6, "static_max": 1 / 2}}
     full = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "full")
     resume = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
     assert resume.name == "state.pt" and not (tmp_path / "cut" / "model.pt").exists()

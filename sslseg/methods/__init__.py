@@ -16,6 +16,9 @@ Adding a method: write ``sslseg/methods/<name>.py`` with a ``Method`` subclass d
 * ``streams``: the batch entries ``training_step`` reads (``x_l``, ``y_l``, ``x_u``, ``x_u_mix``).
 * ``stages()``: named stages by first iteration; a stage may start from the best validation weights so far (BCP's
   pre-train -> self-train); ``begin_stage`` runs at the start of each.
+* hooks: ``setup`` (derived state such as EMA teachers), ``after_step`` (after the optimiser step),
+  ``end_iteration`` (after validation, with its outcome), ``state``/``load_state`` (counters a resume needs);
+  ``self.budget`` is the run's label budget.
 * ``optimisers()``: default one SGD over every trained network (the schedule's lr, momentum, weight decay); a
   method may return several, or param groups with their own ``lr`` (the schedule scales each group's initial lr).
 """
@@ -75,8 +78,9 @@ class Method:
     spatial_dims = (2, 3)  # benchmark dimensionalities the method is defined for
     model_requires: tuple[str, ...] = ()  # attributes its networks must have (e.g. encode/decode)
 
-    def __init__(self, nets: dict[str, nn.Module], params: Any, iterations: int, n_classes: int) -> None:
-        self.p, self.iterations, self.n_classes = params, iterations, n_classes
+    def __init__(self, nets: dict[str, nn.Module], params: Any, iterations: int, n_classes: int,
+                 budget: int | None = None) -> None:
+        self.p, self.iterations, self.n_classes, self.budget = params, iterations, n_classes, budget
         self.nets = dict(nets)
         for name, net in self.nets.items():
             setattr(self, name, net)
@@ -115,6 +119,17 @@ class Method:
 
     def after_step(self, step: int) -> None:
         """Called after the optimiser step (EMA updates)."""
+
+    def end_iteration(self, step: int, validation: tuple[float, bool] | None) -> None:
+        """Called last in every iteration, after its validation if there was one: ``(mean Dice, whether it is the
+        best of the stage so far)``, else None (Hsu & Hua's static teacher adapts its period to it)."""
+
+    def state(self) -> dict:
+        """Method state outside the networks that a resumed run needs (counters); ints and floats only."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Restore what ``state`` returned."""
 
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -157,7 +172,7 @@ def build_networks(method: type[Method], build) -> dict[str, nn.Module]:
     return {name: init_network(build(name), net.init) for name, net in method.networks.items()}
 
 
-_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch"]
+_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch", "egm_dt"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")

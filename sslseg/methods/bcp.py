@@ -80,7 +80,8 @@ class BCP(Method):
         reference_masked_dice: bool = False
 
         def __post_init__(self):
-            if not 0 <= self.pretrain < 1 or not 0 <= self.ema_decay <= 1 or not 0 < self.box < 1:
+            decay_ok = self.ema_decay is None or 0 <= self.ema_decay <= 1  # None: a subclass's default rule
+            if not 0 <= self.pretrain < 1 or not decay_ok or not 0 < self.box < 1:
                 raise ValueError("pretrain must be in [0, 1), ema_decay in [0, 1], box in (0, 1)")
 
     def stages(self) -> list[Stage]:
@@ -104,11 +105,20 @@ class BCP(Method):
             raise SslsegError(f"bcp needs an even {name} batch of at least 2, got {len(x)}")
         return x[:h], x[h:]
 
+    def box_fraction(self, step: int) -> float:
+        """The copy-paste box's side, as a fraction of each axis."""
+        return self.p.box
+
+    def pseudo_labels(self, ua: torch.Tensor, ub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher argmax on each unlabelled half: two passes, as BCP (train mode: batch-statistics BN)."""
+        self.teacher.train()
+        return self.teacher(ua).argmax(1), self.teacher(ub).argmax(1)
+
     def training_step(self, batch, step):
         x_l, y_l = batch["x_l"], batch["y_l"]
         a, b = self._halves(x_l, "labelled")
         ya, yb = self._halves(y_l, "labelled")
-        mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.p.box)
+        mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.box_fraction(step))
         mbg = not self.p.reference_masked_dice
         if self.stage == "pretrain":
             logits = self.student(a * mask + b * (1 - mask))
@@ -119,8 +129,7 @@ class BCP(Method):
         if len(ua) != len(a):
             raise SslsegError("bcp needs batch_unlabelled == batch_labelled")
         with torch.no_grad():
-            self.teacher.train()
-            pa, pb = self.teacher(ua).argmax(1), self.teacher(ub).argmax(1)  # two passes, as BCP (train-mode BN)
+            pa, pb = self.pseudo_labels(ua, ub)
             if self.p.lcc:
                 pa, pb = largest_cc(pa, self.n_classes), largest_cc(pb, self.n_classes)
         x_u_mix = ua * mask + a * (1 - mask)

@@ -2,7 +2,8 @@
 conv-BN-LeakyReLU blocks, dropout per encoder level, and decoder stages that upsample by a 1x1 convolution followed
 by bilinear (3D: trilinear) x2 interpolation with ``align_corners=True`` -- what the reference ``UpBlock`` runs,
 since its decoders never pass ``bilinear=False``. ``upsample: transpose`` selects a 2x2 transposed convolution
-instead (the layout of SSL4MIS's deep-supervision UNet and of this project before the reference decoder).
+instead (the layout of SSL4MIS's deep-supervision UNet and of this project before the reference decoder),
+``upsample: nearest`` a 1x1 convolution and nearest x2 (the edge-guided UNet of sslseg.models.egm_unet).
 
 Optional deep-supervision heads (SSCD): a 3x3 convolution to the classes after every decoder stage but the last,
 returned at their native resolution by ``forward_aux`` as ``down2``, ``down4``, ... (the downsampling factor)."""
@@ -40,6 +41,8 @@ def up_layer(d: int, cin: int, cout: int, mode: str) -> nn.Module:
     L = LAYERS[d]
     if mode == "transpose":
         return L["up"](cin, cout, 2, stride=2)
+    if mode == "nearest":
+        return nn.Sequential(L["conv"](cin, cout, 1), nn.Upsample(scale_factor=2, mode="nearest"))
     return nn.Sequential(L["conv"](cin, cout, 1), nn.Upsample(scale_factor=2, mode=L["interp"], align_corners=True))
 
 
@@ -55,7 +58,8 @@ class UNet(SegNet):
         channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # feature channels per resolution level
         dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # dropout per encoder level
         deep_supervision: bool = False
-        upsample: Literal["bilinear", "transpose"] = "bilinear"  # 1x1 conv + (bi/tri)linear x2, or ConvTranspose
+        # 1x1 conv + (bi/tri)linear x2 (SSL4MIS), ConvTranspose, or 1x1 conv + nearest x2 (the edge-guided UNet)
+        upsample: Literal["bilinear", "transpose", "nearest"] = "bilinear"
 
         def __post_init__(self):
             if len(self.channels) != len(self.dropout) or len(self.channels) < 2:

@@ -1,0 +1,143 @@
+"""Hsu & Hua's edge-guided dual-teacher BCP: the Sobel edge map, the pyramid level and the EGA/CBAM sizes of the
+edge-guided UNet; the shrinking box, the dynamic teacher's decay per budget, the static teacher's period rule and
+the pseudo-labels of the two teachers -- by hand on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import build_method
+from sslseg import SslsegError
+from sslseg.methods import method_params
+from sslseg.methods.egm_dt import next_period
+from sslseg.models import build_model, model_spec
+from sslseg.models.egm_unet import CBAM, laplace_level, sobel_edges
+
+
+def test_sobel_edges_by_hand():
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., 2:] = 1.0  # a vertical step between columns 1 and 2
+    e = sobel_edges(x)[0, 0]
+    # interior rows: gx = (x[., c+1] - x[., c-1]) weighted 1, 2, 1 over three rows -> 4 at columns 1 and 2; gy = 0
+    assert e[1].tolist() == [0.0, 4.0, 4.0, 4.0]  # column 3: zero padding on the right, |0 - 1| x 4
+    # top row: the zero-padded row above weighs 0, so gx = (2 + 1) x 1 = 3 at column 1, and gy = x[1, 2] x 1 = 1
+    # (column 2 of the row below, through the kernel's corner): sqrt(9 + 1)
+    assert e[0, 1].item() == pytest.approx(math.sqrt(10))
+    # RGB: the grey image 0.299 R + 0.587 G + 0.114 B; a step in G alone gives 0.587 x the grey step's edges
+    rgb = torch.zeros(1, 3, 4, 4)
+    rgb[:, 1, :, 2:] = 1.0
+    torch.testing.assert_close(sobel_edges(rgb), 0.587 * sobel_edges(x))
+
+
+@pytest.mark.parametrize("mode", ["aligned", "reference"])
+def test_pyramid_level_of_a_constant_is_zero(mode):
+    # the reduce/expand gain: a constant c is blurred to c, decimated, zero-inserted (c on even rows and columns)
+    # and blurred by 4 G, whose taps on even offsets sum to 4 (1 + 6 + 1)^2 / 256 = 1: the level p - u is 0
+    p = torch.full((1, 3, 16, 16), 0.7)
+    assert laplace_level(p, mode).abs().max() < 1e-6
+    # a gain of 2 (wrong for 2D) would leave p / 2
+    ramp = torch.linspace(0, 1, 16).repeat(1, 1, 16, 1)
+    # the reference shrinks by 8 pixels without padding and stretches back: it differs from the aligned level
+    assert not torch.allclose(laplace_level(ramp, "aligned"), laplace_level(ramp, "reference"), atol=1e-3)
+
+
+def test_pyramid_level_needs_a_minimum_stage_size():
+    with pytest.raises(ValueError, match="laplace: reference needs decoder stages of at least 9 pixels"):
+        laplace_level(torch.rand(1, 1, 8, 8), "reference")
+    assert laplace_level(torch.rand(1, 1, 8, 8), "aligned").shape == (1, 1, 8, 8)
+
+
+def test_edge_guided_unet_sizes_match_the_reference():
+    net = build_model({"name": "egm_unet"}, 2, 1, 4)
+    # counted in the reference UNet_2d(1, 4) without its unused contrastive heads and frozen Sobel weights
+    assert sum(p.numel() for p in net.parameters()) == 2_407_547
+    # each EGA: fusion conv 3C -> C (3x3) + BN, attention conv C -> 1 + BN, CBAM MLP C -> C/16 -> C, 7x7 gate
+    def ega(c):
+        h = max(c // 16, 1)
+        return (9 * 3 * c * c + c) + 2 * c + (9 * c + 1) + 2 + (c * h + h + h * c + c) + (2 * 49 + 1)
+    assert [sum(p.numel() for p in e.parameters()) for e in net.ega] == [ega(c) for c in (128, 64, 32, 16)] == [
+        446_190, 112_042, 28_296, 7_255]
+    # the UNet part is the reference decoder with nearest upsampling: no parameters of its own
+    ups = [m for m in net.modules() if isinstance(m, nn.Upsample)]
+    assert [u.mode for u in ups] == ["nearest"] * 4
+    assert net(torch.rand(2, 1, 64, 64)).shape == (2, 4, 64, 64)
+    assert CBAM(16).mlp[1].out_features == 1 and CBAM(8).mlp[1].out_features == 1  # at least one hidden unit
+    with pytest.raises(SslsegError, match="deep_supervision is not defined for egm_unet"):
+        model_spec({"name": "egm_unet", "deep_supervision": True})
+
+
+def tiny_net():
+    return build_model({"name": "egm_unet", "channels": [4, 8, 16], "dropout": [0.0, 0.0, 0.0]}, 2, 1, 4)
+
+
+def method(budget=3, iterations=40, **hp):
+    m = build_method("egm_dt", tiny_net, method_params("egm_dt", hp), iterations, 4)
+    m.budget = budget
+    m.setup()
+    return m
+
+
+def enter(m, name):
+    stage = next(s for s in m.stages() if s.name == name)
+    m.stage = name
+    m.begin_stage(stage)
+
+
+def test_box_shrinks_linearly_within_each_stage():
+    m = method(iterations=40, pretrain=0.25)  # pre-training 0-9, self-training 10-39
+    enter(m, "pretrain")
+    assert m.box_fraction(0) == pytest.approx(2 / 3)
+    assert m.box_fraction(5) == pytest.approx(2 / 3 - 0.5 / 3)  # half way: 1/2
+    enter(m, "self-train")
+    assert m.box_fraction(10) == pytest.approx(2 / 3)  # restarts with the stage
+    assert m.box_fraction(25) == pytest.approx(0.5)
+    # on a 256 x 256 slice at the last of 30k iterations: int(256 (2/3 - (29999/30000) / 3)) = 85 pixels
+    assert int(256 * (2 / 3 - 29999 / 30000 / 3)) == 85
+
+
+def test_dynamic_teacher_decay_per_budget():
+    assert method(budget=3).decay == 0.89 and method(budget=7).decay == 0.95
+    assert method(budget=4).decay == 0.99 and method(budget=3, ema_decay=0.9).decay == 0.9
+
+
+def test_static_teacher_period_rule():
+    # 1000 -> +500 on a new best, at most 2000; -500 otherwise, at least 500
+    seq, period = [], 1000
+    for improved in (True, True, True, False, False, False, False):
+        period = next_period(period, improved, 500, 500, 2000)
+        seq.append(period)
+    assert seq == [1500, 2000, 2000, 1500, 1000, 500, 500]
+
+
+def test_static_teacher_copies_the_student_when_the_counter_reaches_the_period():
+    # 60 self-training iterations: period 1/30 -> 2 iterations, step 1/60 -> 1, bounds [1, 4]
+    m = method(iterations=60, pretrain=0.0)
+    enter(m, "self-train")
+    copies = []
+    m.static.load_state_dict = lambda sd, _orig=m.static.load_state_dict: (copies.append(step), _orig(sd))[1]
+    validations = {1: (0.5, True), 3: (0.6, True), 6: (0.5, False)}
+    for step in range(9):
+        m.end_iteration(step, validations.get(step))
+    # step 0: counter 1; 1: period 2 -> 3 (best), counter 2; 2: counter 3 -> copy; 3: period 4 (best), counter 1;
+    # 4: 2; 5: 3; 6: period 3 (no best), counter 4 >= 3 -> copy; 7: 1; 8: 2
+    assert copies == [2, 6] and m.period == 3 and m.counter == 2
+    assert m.state() == {"counter": 2, "period": 3}
+
+
+class Const(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x):
+        return self.logits.view(1, -1, 1, 1).expand(len(x), -1, *x.shape[2:])
+
+
+def test_pseudo_labels_average_the_two_teachers_logits():
+    m = method()
+    # static alone says class 1, dynamic alone class 3; their mean (0, 2, 3.5, 2) says class 2
+    m.static, m.teacher = Const([0.0, 4.0, 3.5, 0.0]), Const([0.0, 0.0, 3.5, 4.0])
+    pa, pb = m.pseudo_labels(torch.zeros(2, 1, 3, 3), torch.zeros(2, 1, 3, 3))
+    assert (pa == 2).all() and (pb == 2).all()
