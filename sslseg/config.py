@@ -127,10 +127,22 @@ def _check_benchmark(b: dict, where: str) -> None:
     for key, name in (("protocol", b["protocol"]), ("validation/protocol", b["validation"]["protocol"])):
         if name is not None and name not in PROTOCOLS:
             _bad(where, key, name, PROTOCOLS.names())
+    for name, v in b["variants"].items():
+        if name in METHODS:
+            raise SslsegError(f"{where}/variants/{name}: a variant may not take a method's name")
+        if v["method"] not in METHODS:
+            _bad(f"{where}/variants/{name}", "method", v["method"], METHODS.names())
+        try:
+            method_params(v["method"], resolve_method(b, name)[1])
+        except SslsegError as e:
+            raise SslsegError(f"{where}/variants/{name}/hparams: {e}") from None
+        for net in v.get("networks") or {}:
+            if net not in METHODS[v["method"]].networks:
+                _bad(f"{where}/variants/{name}/networks", "", net, list(METHODS[v["method"]].networks))
     for m in b["methods"]:
-        if m not in METHODS:
-            _bad(where, "methods", m, METHODS.names())
-        if why := dims_error(m, dims):
+        if m not in METHODS and m not in b["variants"]:
+            _bad(where, "methods", m, METHODS.names() + list(b["variants"]))
+        if why := dims_error(resolve_method(b, m)[0], dims):
             raise SslsegError(f"{where}/methods: {why}; dataset {b['dataset']!r} is {dims}D")
     for m, params in b["hparams"].items():
         if m not in METHODS:
@@ -146,8 +158,10 @@ def _check_benchmark(b: dict, where: str) -> None:
             if net not in METHODS[m].networks:
                 _bad(f"{where}/networks/{m}", "", net, list(METHODS[m].networks))
     for m in b["methods"]:
+        base = resolve_method(b, m)[0]
         for net, spec in _network_models(b, m).items():
-            key = f"networks/{m}/{net}" if net in b["networks"].get(m, {}) else "model"
+            key = (f"variants/{m}/networks/{net}" if net in (b["variants"].get(m) or {}).get("networks", {}) else
+                   f"networks/{base}/{net}" if net in b["networks"].get(base, {}) else "model")
             if spec["name"] not in MODELS:
                 _bad(where, f"{key}/name", spec["name"], MODELS.names())
             try:
@@ -156,9 +170,10 @@ def _check_benchmark(b: dict, where: str) -> None:
                 raise SslsegError(f"{where}/{key}: {e}") from None
             if why := model_error(spec, dims):
                 raise SslsegError(f"{where}/{key}: {why}; dataset {b['dataset']!r} is {dims}D")
-            missing = [a for a in METHODS[m].model_requires if not callable(getattr(MODELS[spec["name"]], a, None))]
+            missing = [a for a in METHODS[base].model_requires
+                       if not callable(getattr(MODELS[spec["name"]], a, None))]
             if missing:
-                raise SslsegError(f"{where}/{key}: method {m!r} needs a network with {', '.join(missing)}; "
+                raise SslsegError(f"{where}/{key}: method {base!r} needs a network with {', '.join(missing)}; "
                                   f"model {spec['name']!r} has none")
     if b["reference"] not in b["methods"]:
         raise SslsegError(f"{where}/reference: {b['reference']!r} is not one of its methods {b['methods']}")
@@ -167,15 +182,28 @@ def _check_benchmark(b: dict, where: str) -> None:
     ws = b.get("warm_start")
     if ws and ws["from"] not in b["methods"]:
         raise SslsegError(f"{where}/warm_start/from: {ws['from']!r} is not one of its methods {b['methods']}")
+    for m in (ws or {}).get("except", []):
+        if m not in b["methods"]:
+            raise SslsegError(f"{where}/warm_start/except: {m!r} is not one of its methods {b['methods']}")
 
 
-def _network_models(b: dict, method: str) -> dict[str, dict]:
-    """Architecture of each network of ``method`` in benchmark ``b``: the benchmark's per-method override, else the
-    method's own default, else the benchmark's ``model``."""
+def resolve_method(b: dict, name: str) -> tuple[str, dict, dict]:
+    """(registered method, hparams overrides, network overrides) of ``name``, a method or a variant of ``b``."""
+    v = b["variants"].get(name)
+    if v is None:
+        return name, dict(b["hparams"].get(name, {})), dict(b["networks"].get(name, {}))
+    base = v["method"]
+    return (base, {**b["hparams"].get(base, {}), **(v.get("hparams") or {})},
+            {**b["networks"].get(base, {}), **(v.get("networks") or {})})
+
+
+def _network_models(b: dict, name: str) -> dict[str, dict]:
+    """Architecture of each network of method (or variant) ``name`` in benchmark ``b``: the benchmark's (or the
+    variant's) override, else the method's own default, else the benchmark's ``model``."""
     from sslseg.methods import METHODS
 
-    over = b["networks"].get(method, {})
-    return {name: dict(over.get(name) or decl.model or b["model"]) for name, decl in METHODS[method].networks.items()}
+    method, _, over = resolve_method(b, name)
+    return {net: dict(over.get(net) or decl.model or b["model"]) for net, decl in METHODS[method].networks.items()}
 
 
 def _bad(where: str, key: str, value, known) -> None:
@@ -210,7 +238,7 @@ def config_hash(obj) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything one training run depends on (plus the benchmark's name, which it does not)."""
+    """Everything one training run depends on (plus the benchmark's and the variant's names, which it does not)."""
 
     bench: str
     dataset: dict  # {"name", "format"}: the prepared data (their content reaches a run through the workflow's files)
@@ -222,10 +250,15 @@ class RunSpec:
     budget: int
     seed: int
     warm_start: dict | None  # {"from": method, "run": its identity hash}
+    name: str = ""  # the run's method label in its benchmark: a variant's name, else the method (not identity)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
 
     def identity(self) -> dict:
         d = asdict(self)
-        del d["bench"]
+        del d["bench"], d["name"]
         return d
 
     @property
@@ -233,7 +266,10 @@ class RunSpec:
         return config_hash(self.identity())
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        d = asdict(self)
+        if not d["name"]:
+            del d["name"]  # a plain method: the JSON (a Snakemake param) stays what it was before variants
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
@@ -262,7 +298,7 @@ def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunS
     sched = dict(b["schedule"])
     ws = b.get("warm_start") or {}
     warm = None
-    if ws.get("from") not in (None, method):
+    if ws.get("from") not in (None, method) and method not in ws.get("except", []):
         sched["iterations"] = ws.get("iterations") or sched["iterations"]
         warm = {"from": ws["from"], "run": run_spec(cfg, bench, ws["from"], budget, seed).hash}
     val = dict(b["validation"])
@@ -270,11 +306,13 @@ def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunS
     proto = protocol_of(val)
     val["overlap"] = proto.overlap if val["overlap"] is None else val["overlap"]
     val["mode"] = val["mode"] or proto.mode
+    base, hparams, _ = resolve_method(b, method)
     return RunSpec(
-        bench=bench, dataset={"name": b["dataset"], "format": FORMAT}, method=method,
-        hparams=params_dict(method_params(method, b["hparams"].get(method))),
+        bench=bench, dataset={"name": b["dataset"], "format": FORMAT}, method=base,
+        hparams=params_dict(method_params(base, hparams)),
         networks={n: model_spec(s) for n, s in _network_models(b, method).items()},
-        schedule=sched, validation=val, budget=int(budget), seed=int(seed), warm_start=warm)
+        schedule=sched, validation=val, budget=int(budget), seed=int(seed), warm_start=warm,
+        name=method if method != base else "")
 
 
 def inference_args(cfg: dict, bench: str) -> dict:

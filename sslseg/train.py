@@ -142,7 +142,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     sched, chash = spec.schedule, spec.hash
     ckpt_every = ckpt_every or int(os.environ.get("SSLSEG_CKPT_EVERY", 200))
     if spec.warm_start and init is None:
-        raise SslsegError(f"benchmark {spec.bench!r} warm-starts {spec.method!r} from {spec.warm_start['from']!r}: "
+        raise SslsegError(f"benchmark {spec.bench!r} warm-starts {spec.label!r} from {spec.warm_start['from']!r}: "
                           f"pass --init <{spec.warm_start['from']} model.pt of budget {spec.budget}, seed {spec.seed}>")
     init_states = _load_init(Path(init), spec) if spec.warm_start else None
     rng = seed_everything(spec.seed)
@@ -205,7 +205,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             m.end_iteration(step, validation)
             run.log.append(row)
             if it % log_every == 0 or row["val_dice"] != "":
-                print(f"[sslseg train] {spec.bench}/{spec.method}/l{spec.budget}/seed{spec.seed} it {it}/{total} "
+                print(f"[sslseg train] {spec.bench}/{spec.label}/l{spec.budget}/seed{spec.seed} it {it}/{total} "
                       f"loss {row['loss']:.4f} lr {lr:.5f} val_dice {row['val_dice']}", flush=True)
             if it % ckpt_every == 0 and it < total:
                 _save_resume(resume, m, opts, sampler, run, run.wall + time.time() - t0, chash)
@@ -309,7 +309,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
     states = run.best["state"] if use_best else _snapshot(m)
     selected = run.best["step"] if selection == "val" else sched["iterations"]
     meta = {"dims": info.dims, "in_channels": info.in_channels, "n_classes": info.n_classes,
-            "patch": list(sched["patch"]), "method": spec.method, "budget": spec.budget, "seed": spec.seed,
+            "patch": list(sched["patch"]), "method": spec.label, "budget": spec.budget, "seed": spec.seed,
             "run": spec.hash, "selection": selection, "selected_iteration": selected}
     ckpt = {"format": CHECKPOINT_FORMAT, "predict": list(m.predict), "info": meta,
             "networks": {n: {"model": spec.networks[n], "state_dict": states[n]} for n in m.predict}}
@@ -323,7 +323,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
     with atomic_path(out / "train_log.csv") as tmp:
         tmp.write_text(buf.getvalue())
     write_json(out / "provenance.json", {
-        "run": spec.hash, "spec": spec.identity(), "benchmark": spec.bench, "method": spec.method,
+        "run": spec.hash, "spec": spec.identity(), "benchmark": spec.bench, "method": spec.label,
         "iterations": sched["iterations"], "budget": spec.budget, "seed": spec.seed,
         "warm_start": None if spec.warm_start is None else {**spec.warm_start, "model": str(init)},
         "selection": selection, "selected_iteration": selected, "best_val_dice": run.best["dice"],

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sslseg import SslsegError
-from sslseg.config import benchmark, config_hash, evaluation_args, inference_args, load_config, run_spec
+from sslseg.config import (RunSpec, benchmark, config_hash, evaluation_args, inference_args, load_config, run_spec,
+                           validate)
 from sslseg.methods import METHODS, method_params
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
@@ -384,3 +386,47 @@ def test_run_spec_round_trips_and_refuses_foreign_methods(tmp_path):
     assert RunSpec.from_json(spec.to_json()) == spec
     with pytest.raises(SslsegError, match="no method 'cps'"):
         run_spec(cfg, "b", "cps", 1, 0)
+
+
+def test_variants_are_methods_with_their_own_hparams(tiny, tmp_path):
+    b = dict(tiny["synth2d"], methods=["supervised", "unimatch", "aigcmatch", "aig-rr", "aig-ar"],
+             hparams={"aigcmatch": {"p_fp_max": 0.8}},
+             variants={"aig-rr": {"method": "aigcmatch", "hparams": {"cutmix": "random", "fp": "random"}},
+                       "aig-ar": {"method": "aigcmatch", "hparams": {"fp": "random"}}})
+    cfg = validate({"benchmarks": {"t": b}})
+    rr, base = run_spec(cfg, "t", "aig-rr", 1, 0), run_spec(cfg, "t", "aigcmatch", 1, 0)
+    assert (rr.method, rr.label, base.label) == ("aigcmatch", "aig-rr", "aigcmatch")
+    # the benchmark's hparams of the method, updated by the variant's
+    assert rr.hparams["cutmix"] == rr.hparams["fp"] == "random" and rr.hparams["p_fp_max"] == 0.8
+    assert run_spec(cfg, "t", "aig-ar", 1, 0).hparams["cutmix"] == "attention"
+    # the variant's name is a label, not part of what the run depends on: the same settings, the same identity
+    same = dict(b, methods=["supervised", "aigcmatch", "aig-rr"], variants={"aig-rr": {"method": "aigcmatch"}})
+    assert run_spec(validate({"benchmarks": {"t": same}}), "t", "aig-rr", 1, 0).hash == base.hash
+    assert "name" not in json.loads(base.to_json()) and RunSpec.from_json(rr.to_json()) == rr
+    # adding variants changes no other run
+    plain = validate({"benchmarks": {"t": dict(tiny["synth2d"], methods=["supervised", "unimatch"])}})
+    assert run_spec(plain, "t", "unimatch", 1, 0).hash == run_spec(cfg, "t", "unimatch", 1, 0).hash
+
+
+@pytest.mark.parametrize("variants, needle", [
+    ({"unimatch": {"method": "aigcmatch"}}, "variants/unimatch: a variant may not take a method's name"),
+    ({"v": {"method": "aigcmach"}}, "variants/v/method: unknown name 'aigcmach'"),
+    ({"v": {"method": "aigcmatch", "hparams": {"fp": "dropout"}}}, "variants/v/hparams: parameter 'fp'"),
+    ({"v": {"method": "aigcmatch", "networks": {"teacher": {"name": "unet"}}}}, "variants/v/networks: unknown"),
+])
+def test_bad_variants_name_the_key(tiny, variants, needle):
+    b = dict(tiny["synth2d"], methods=["supervised", "unimatch"] + [v for v in variants if v != "unimatch"],
+             variants=variants)
+    with pytest.raises(SslsegError, match=needle):
+        validate({"benchmarks": {"t": b}})
+
+
+def test_warm_start_except_trains_from_scratch(tiny):
+    b = dict(tiny["synth2d"], methods=["supervised", "mean_teacher", "egm_dt"],
+             warm_start={"from": "supervised", "iterations": 3, "except": ["egm_dt"]})
+    cfg = validate({"benchmarks": {"t": b}})
+    mt, egm = run_spec(cfg, "t", "mean_teacher", 1, 0), run_spec(cfg, "t", "egm_dt", 1, 0)
+    assert mt.warm_start is not None and mt.schedule["iterations"] == 3
+    assert egm.warm_start is None and egm.schedule["iterations"] == b["schedule"]["iterations"]
+    with pytest.raises(SslsegError, match="warm_start/except: 'cps' is not one of its methods"):
+        validate({"benchmarks": {"t": dict(b, warm_start=dict(b["warm_start"], **{"except": ["cps"]}))}})

@@ -115,3 +115,18 @@ def test_config_overrides_on_the_command_line_reach_the_stages(tmp_path):
     counts = job_counts(r.stdout)
     assert counts["train"] == 4 and counts["aggregate"] == 1  # synth3d only: 2 methods x 2 seeds
     assert "sslseg train --spec" in r.stdout and '"name":"synth3d"' in r.stdout and "synth2d" not in r.stdout
+
+
+def test_variants_and_warm_start_exceptions_in_the_dag(tmp_path):
+    b = dict(TINY["synth2d"], methods=["supervised", "mean_teacher", "mt-strong", "egm_dt"], seeds=[0],
+             variants={"mt-strong": {"method": "mean_teacher", "hparams": {"consistency": 1.0}}},
+             warm_start={"from": "supervised", "iterations": 4, "except": ["egm_dt"]})
+    write_config(tmp_path, {"benchmarks": {"t": b}, "targets": ["t"]})
+    out = smk(tmp_path, "-n", "-p").stdout
+    assert job_counts(out)["train"] == 4
+    cmds = {m: next(line for line in out.splitlines() if f"--out results/t/{m}/l1/seed0" in line)
+            for m in b["methods"]}
+    init = "--init results/t/supervised/l1/seed0/model.pt"
+    assert init in cmds["mean_teacher"] and init in cmds["mt-strong"] and "--init" not in cmds["egm_dt"]
+    assert '"name":"mt-strong"' in cmds["mt-strong"] and '"method":"mean_teacher"' in cmds["mt-strong"]
+    assert '"consistency":1.0' in cmds["mt-strong"] and '"consistency":0.1' in cmds["mean_teacher"]

@@ -2,6 +2,7 @@
 # stage. Stages never read the config file themselves: each gets its part as arguments, and that part is a rule
 # parameter, so Snakemake reruns exactly the jobs whose part changed.
 import json
+import re
 import shlex
 
 import sslseg.config
@@ -19,7 +20,8 @@ except SslsegError as e:
 wildcard_constraints:
     bench="|".join(config["benchmarks"]),
     dataset="|".join(DATASETS.names()),
-    method="|".join(METHODS.names()),
+    method="|".join(map(re.escape, sorted(set(METHODS.names()).union(
+        *(b["variants"] for b in config["benchmarks"].values())), key=len, reverse=True))),
     labels=r"\d+",
     seed=r"\d+",
 
@@ -48,10 +50,11 @@ def source_flags(wildcards):
 
 def warm_start_input(wildcards):
     """The warm-start model this run starts from (benchmark key `warm_start`), if any."""
-    ws = bench_cfg(wildcards).get("warm_start") or {}
-    if ws.get("from") in (None, wildcards.method):
+    w = wildcards
+    ws = sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).warm_start
+    if ws is None:
         return {}
-    return {"init": f"results/{wildcards.bench}/{ws['from']}/l{wildcards.labels}/seed{wildcards.seed}/model.pt"}
+    return {"init": f"results/{w.bench}/{ws['from']}/l{w.labels}/seed{w.seed}/model.pt"}
 
 
 def init_flag(wildcards, input):
