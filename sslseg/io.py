@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import tempfile
+from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -44,10 +45,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the rest of a group
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_torch(path: str | os.PathLike, obj) -> None:
+    """``torch.save`` of ``obj``, atomically and byte-reproducibly: saving to a file records the file's (here
+    random temporary) name inside the archive, saving to a buffer does not."""
+    import torch
+
+    buf = BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path, suffix=".pt") as tmp:
+        tmp.write_bytes(buf.getvalue())
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

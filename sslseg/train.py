@@ -33,7 +33,7 @@ from sslseg.data import DatasetInfo, load_prepared
 from sslseg.data.loader import CaseStore, TwoStreamSampler
 from sslseg.device import claim_device
 from sslseg.infer import load_checkpoint, predict_volume
-from sslseg.io import atomic_path, write_json
+from sslseg.io import atomic_path, write_json, write_torch
 from sslseg.methods import METHODS, Method, Stage, build_networks, dims_error, method_params
 from sslseg.metrics import dice_per_class
 from sslseg.models import build_model
@@ -299,8 +299,7 @@ def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, c
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "method": m.state(), "step": run.step, "entered": run.entered, "best": run.best, "log": run.log,
              "wall": wall, "run": chash}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    write_torch(path, state)
 
 
 def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, dev, init: Path | None) -> None:
@@ -313,8 +312,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
             "run": spec.hash, "selection": selection, "selected_iteration": selected}
     ckpt = {"format": CHECKPOINT_FORMAT, "predict": list(m.predict), "info": meta,
             "networks": {n: {"model": spec.networks[n], "state_dict": states[n]} for n in m.predict}}
-    with atomic_path(out / "model.pt", suffix=".pt") as tmp:
-        torch.save(ckpt, tmp)
+    write_torch(out / "model.pt", ckpt)
     fields = sorted({k for r in run.log for k in r}, key=lambda k: (k not in ("iteration", "stage", "lr", "loss"), k))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)

@@ -401,3 +401,18 @@ def test_cli_train_on_the_prepared_folder_of_another_dataset(tmp_path, capsys, p
     cfg = _config(tmp_path)
     assert main(_train_args(cfg, tmp_path, prepared=prepared["synth3d"])) == 1
     _one_error_line(capsys, str(prepared["synth3d"]), "'synth3d'", "'synth2d'")
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    from sslseg.io import write_json, write_torch
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_torch(tmp_path / "b.pt", {"x": 1})
+        os.umask(0o007)
+        write_json(tmp_path / "c.json", {"x": 1})
+    finally:
+        os.umask(old)
+    modes = [(tmp_path / n).stat().st_mode & 0o777 for n in ("a.json", "b.pt", "c.json")]
+    assert modes == [0o644, 0o644, 0o660]

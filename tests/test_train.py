@@ -2,6 +2,7 @@
 stages, warm start, provenance, a toy method added from outside; Mean Teacher's mechanism on tiny tensors."""
 
 import dataclasses
+import hashlib
 import json
 import math
 
@@ -60,6 +61,8 @@ def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
     d = fit(b, "mean_teacher", 1, 1, prepared["synth2d"], tmp_path / "d")
     wa, wc, wd = _weights(a), _weights(c), _weights(d)
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    # and the files themselves: torch.save into a file would record its random temporary name in the archive
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(c.read_bytes()).digest()
     assert any(not torch.equal(wa[k], wd[k]) for k in wa if wa[k].dtype.is_floating_point)
 
 
