@@ -2,7 +2,8 @@
 
 ``resolve_params`` applies config overrides to the dataclass defaults and checks each value against the field's
 annotation (bool, int, float, str, ``Literal[...]``, ``tuple[int, ...]`` / ``tuple[float, ...]``, optional
-``None``); a dataclass may check ranges in ``__post_init__`` by raising ``ValueError``. Every problem becomes one
+``None``) and against the closed ranges of the dataclass's ``RANGES`` (field -> (low, high), None = unbounded);
+a dataclass may check relations in ``__post_init__`` by raising ``ValueError``. Every problem becomes one
 SslsegError line naming the owner and the key.
 """
 
@@ -71,9 +72,15 @@ def resolve_params(owner: str, cls: type, overrides: dict | None = None):
         except TypeError as e:
             raise SslsegError(f"parameter {key!r} of {owner} must be {e}, got {value!r}") from None
     try:
-        return cls(**values)
+        params = cls(**values)
     except ValueError as e:
         raise SslsegError(f"{owner}: {e}") from None
+    for key, (lo, hi) in getattr(cls, "RANGES", {}).items():
+        v = getattr(params, key)
+        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+            span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise SslsegError(f"parameter {key!r} of {owner} must be in {span}, got {v!r}")
+    return params
 
 
 def params_dict(params) -> dict:

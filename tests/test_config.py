@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -430,3 +431,17 @@ def test_warm_start_except_trains_from_scratch(tiny):
     assert egm.warm_start is None and egm.schedule["iterations"] == b["schedule"]["iterations"]
     with pytest.raises(SslsegError, match="warm_start/except: 'cps' is not one of its methods"):
         validate({"benchmarks": {"t": dict(b, warm_start=dict(b["warm_start"], **{"except": ["cps"]}))}})
+
+
+@pytest.mark.parametrize("method, hp, needle", [
+    ("mean_teacher", {"ema_decay": 5.0}, "'ema_decay' of method 'mean_teacher' must be in [0, 1], got 5.0"),
+    ("mean_teacher", {"consistency": -3}, "'consistency' of method 'mean_teacher' must be in [0, inf], got -3"),
+    ("uamt", {"passes": 0}, "'passes' of method 'uamt' must be in [1, inf], got 0"),
+    ("unimatch", {"p_fp": 1.5}, "'p_fp' of method 'unimatch' must be in [0, 1], got 1.5"),
+    ("fixmatch", {"threshold": 2}, "'threshold' of method 'fixmatch' must be in [0, 1], got 2"),
+    ("bcp", {"u_weight": -0.5}, "'u_weight' of method 'bcp' must be in [0, inf], got -0.5"),
+])
+def test_hyper_parameters_out_of_range_name_the_range(tiny, method, hp, needle):
+    b = dict(tiny["synth2d"], methods=["supervised", method], hparams={method: hp})
+    with pytest.raises(SslsegError, match=re.escape(f"benchmarks/t/hparams/{method}") + ".*" + re.escape(needle)):
+        validate({"benchmarks": {"t": b}})

@@ -79,6 +79,8 @@ class BCP(Method):
         lcc: bool = True
         reference_masked_dice: bool = False
 
+        RANGES = {"u_weight": (0, None)}
+
         def __post_init__(self):
             decay_ok = self.ema_decay is None or 0 <= self.ema_decay <= 1  # None: a subclass's default rule
             if not 0 <= self.pretrain < 1 or not decay_ok or not 0 < self.box < 1:

@@ -23,6 +23,8 @@ class CPS(Method):
         consistency: float = 0.1
         rampup: float = 1.0  # fraction of the schedule (SSL4MIS: 200 x 150 of 30000 iterations)
 
+        RANGES = {"consistency": (0, None), "rampup": (0, None)}
+
     networks = {"student": Network(init="kaiming"), "second": Network(init="xavier")}
 
     def training_step(self, batch, step):

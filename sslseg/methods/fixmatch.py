@@ -33,6 +33,9 @@ class FixMatch(Method):
         p_blur: float = 0.5
         p_cutmix: float = 0.5
 
+        RANGES = {"threshold": (0, 1), "jitter": (0, 1), "hue": (0, 0.5), "p_jitter": (0, 1), "p_blur": (0, 1),
+                  "p_cutmix": (0, 1)}
+
     streams = frozenset({"x_l", "y_l", "x_u", "x_u_mix"})
     spatial_dims = (2,)
     n_strong = 1

@@ -27,6 +27,9 @@ class MeanTeacher(Method):
         noise_std: float = 0.1
         noise_clip: float = 0.2
 
+        RANGES = {"consistency": (0, None), "rampup": (0, None), "start": (0, 1), "ema_decay": (0, 1),
+                  "noise_std": (0, None), "noise_clip": (0, None)}
+
     def setup(self) -> None:
         self.teacher = make_ema(self.student)
 

@@ -32,6 +32,9 @@ class UAMT(MeanTeacher):
         passes: int = 8  # stochastic teacher passes for the uncertainty
         threshold_start: float = 0.75  # threshold = (start + (1 - start) * ramp) * ln 2
 
+        RANGES = {"consistency": (0, None), "rampup": (0, None), "start": (0, 1), "ema_decay": (0, 1),
+                  "noise_std": (0, None), "noise_clip": (0, None), "passes": (1, None), "threshold_start": (0, 1)}
+
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
         return x + torch.clamp(torch.randn_like(x) * self.p.noise_std, -self.p.noise_clip, self.p.noise_clip)
 

@@ -37,6 +37,8 @@ class UniMatch(FixMatch):
         w_s: float = 0.25  # each strong view
         w_fp: float = 0.5
 
+        RANGES = {**FixMatch.Params.RANGES, "p_fp": (0, 1), "w_s": (0, None), "w_fp": (0, None)}
+
     n_strong = 2
     model_requires = ("encode", "decode")
 
