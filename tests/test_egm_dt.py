@@ -100,6 +100,16 @@ def test_box_shrinks_linearly_within_each_stage():
 def test_dynamic_teacher_decay_per_budget():
     assert method(budget=3).decay == 0.89 and method(budget=7).decay == 0.95
     assert method(budget=4).decay == 0.99 and method(budget=3, ema_decay=0.9).decay == 0.9
+    # the dynamic teacher moves by (1 - 0.89) towards the student every self-training iteration
+    m = method(budget=3, pretrain=0.0)
+    enter(m, "self-train")
+    with torch.no_grad():
+        for p in m.student.parameters():
+            p.fill_(1.0)
+        for p in m.teacher.parameters():
+            p.zero_()
+    m.after_step(0)
+    assert all(torch.allclose(p, torch.full_like(p, 0.11)) for p in m.teacher.parameters())
 
 
 def test_static_teacher_period_rule():

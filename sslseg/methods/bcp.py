@@ -92,6 +92,7 @@ class BCP(Method):
 
     def setup(self) -> None:
         self.teacher = make_ema(self.student)
+        self.decay = self.p.ema_decay
 
     def modules(self):
         return {"student": self.student, "teacher": self.teacher}
@@ -144,4 +145,4 @@ class BCP(Method):
 
     def after_step(self, step: int) -> None:
         if self.stage == "self-train":
-            ema_update(self.teacher, self.student, self.p.ema_decay, buffers=True)
+            ema_update(self.teacher, self.student, self.decay, buffers=True)

@@ -24,7 +24,7 @@ import dataclasses
 
 from sslseg.methods import METHODS, Network, Stage
 from sslseg.methods.bcp import BCP
-from sslseg.methods.common import ema_update, make_ema
+from sslseg.methods.common import make_ema
 
 EMA_BY_BUDGET = {3: 0.89, 7: 0.95}  # ACDC labelled patients -> dynamic-teacher decay (the paper's scripts)
 
@@ -92,10 +92,6 @@ class EdgeGuidedDualTeacher(BCP):
         logits_a = (self.static(ua) + self.teacher(ua)) / 2
         logits_b = (self.static(ub) + self.teacher(ub)) / 2
         return logits_a.argmax(1), logits_b.argmax(1)
-
-    def after_step(self, step: int) -> None:
-        if self.stage == "self-train":
-            ema_update(self.teacher, self.student, self.decay, buffers=True)
 
     def end_iteration(self, step: int, validation) -> None:
         if self.stage != "self-train":
