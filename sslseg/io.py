@@ -20,8 +20,8 @@ import contextlib
 import json
 import os
 import tempfile
-from io import BytesIO
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Iterator
 

@@ -23,7 +23,7 @@ import numpy as np
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import sha256sum, unpack
-from sslseg.data.prepare import labelled_by_slices, minmax, write_cases, write_tables
+from sslseg.data.prepare import labelled_by_slices, minmax, volume_slices, write_cases, write_tables
 from sslseg.io import Case, Geometry, check_case, read_nifti
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
@@ -155,14 +155,11 @@ def _h5_cases(root: Path, slices: list[str], rows: list[dict]):
 def _nifti_cases(root: Path, slices: list[str], rows: list[dict]):
     wanted = set(slices)
     for vol in read_split("acdc", "train"):
-        c = _nifti_volume(root, vol)
-        g = Geometry(c.geom.spacing[:2], c.geom.origin[:2])
-        for k in range(c.image.shape[1]):
-            sid = f"{vol}_slice_{k + 1}"
+        for sid, s in volume_slices(vol, _nifti_volume(root, vol)):
             if sid in wanted:
-                rows.append(dict(case=sid, patient=vol.split("_")[0], split="train", shape=c.label[k].shape,
-                                 spacing=g.spacing_zyx))
-                yield sid, Case(c.image[:, k], c.label[k], g)
+                rows.append(dict(case=sid, patient=vol.split("_")[0], split="train", shape=s.label.shape,
+                                 spacing=s.geom.spacing_zyx))
+                yield sid, s
     missing = wanted - {r["case"] for r in rows}
     if missing:
         raise SslsegError(f"{root}: train_slices.list names {len(missing)} slice(s) the volumes do not "

@@ -24,8 +24,8 @@ from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, 
                        write_json)
 
 __all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
-           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables", "write_cases",
-           "labelled_by_slices"]
+           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables",
+           "write_cases", "labelled_by_slices", "volume_slices"]
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -199,6 +199,14 @@ def prepare_image_folder(spec: DatasetSpec, raw: Path, out: Path, images: str = 
 
     write_cases(out, cases())
     write_tables(spec, out, rows, {"source": f"{images}/ + {masks}/ image files", "mask_threshold": mask_threshold})
+
+
+def volume_slices(vid: str, case: Case):
+    """The 2D cases ``{vid}_slice_{k}`` (k from 1, as the SSL4MIS ACDC release names them) of a 3D case, with the
+    in-plane geometry."""
+    g = Geometry(case.geom.spacing[:2], case.geom.origin[:2])
+    for k in range(case.label.shape[0]):
+        yield f"{vid}_slice_{k + 1}", Case(case.image[:, k], case.label[k], g)
 
 
 def labelled_by_slices(rows: list[dict], slices: list[str], budget_slices: dict[int, int]) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import unpack
-from sslseg.data.prepare import labelled_by_slices, write_cases, write_tables
+from sslseg.data.prepare import labelled_by_slices, volume_slices, write_cases, write_tables
 from sslseg.io import Case, Geometry, check_case, read_nifti
 
 __all__ = ["URL", "SHA256", "SIZE", "BUDGET_SLICES", "nearest_resize", "preprocess_slices"]
@@ -95,7 +95,7 @@ def _volume(root: Path, cid: str, n_classes: int) -> Case:
     if image.ndim != 3 or label.shape != image.shape:
         raise SslsegError(f"{seg_path}: shape {label.shape} differs from {img_path.name}'s {image.shape}")
     check_case(Case(image[None].astype(np.float32), label, geom), seg_path, n_classes)
-    z, h, w = image.shape
+    _, h, w = image.shape
     sx, sy, sz = geom.spacing
     spacing = (sx * w / SIZE, sy * h / SIZE, sz)
     return Case(preprocess_slices(nearest_resize(image))[None], nearest_resize(label).astype(np.uint8),
@@ -112,13 +112,10 @@ def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
 
     def cases():
         for cid in read_split("promise12", "train"):
-            c = _volume(root, cid, n)
-            g = Geometry(c.geom.spacing[:2], c.geom.origin[:2])
-            for k in range(c.label.shape[0]):
-                sid = f"{cid}_slice_{k + 1}"
+            for sid, s in volume_slices(cid, _volume(root, cid, n)):
                 slices.append(sid)
-                rows.append(dict(case=sid, patient=cid, split="train", shape=(SIZE, SIZE), spacing=g.spacing_zyx))
-                yield sid, Case(c.image[:, k], c.label[k], g)
+                rows.append(dict(case=sid, patient=cid, split="train", shape=(SIZE, SIZE), spacing=s.geom.spacing_zyx))
+                yield sid, s
         for split in ("val", "test"):
             for cid in read_split("promise12", split):
                 c = _volume(root, cid, n)

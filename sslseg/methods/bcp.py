@@ -79,12 +79,11 @@ class BCP(Method):
         lcc: bool = True
         reference_masked_dice: bool = False
 
-        RANGES = {"u_weight": (0, None)}
+        RANGES = {"u_weight": (0, None), "ema_decay": (0, 1)}
 
         def __post_init__(self):
-            decay_ok = self.ema_decay is None or 0 <= self.ema_decay <= 1  # None: a subclass's default rule
-            if not 0 <= self.pretrain < 1 or not decay_ok or not 0 < self.box < 1:
-                raise ValueError("pretrain must be in [0, 1), ema_decay in [0, 1], box in (0, 1)")
+            if not 0 <= self.pretrain < 1 or not 0 < self.box < 1:
+                raise ValueError("pretrain must be in [0, 1), box in (0, 1)")
 
     def stages(self) -> list[Stage]:
         start = int(round(self.p.pretrain * self.iterations))

@@ -65,19 +65,19 @@ class EdgeGuidedDualTeacher(BCP):
     def modules(self):
         return {**super().modules(), "static": self.static}
 
-    def _bounds(self) -> tuple[int, int]:
-        """(first iteration, length) of the current stage."""
-        starts = sorted(s.start for s in self.stages()) + [self.iterations]
-        i = [s.name for s in sorted(self.stages(), key=lambda s: s.start)].index(self.stage)
-        return starts[i], starts[i + 1] - starts[i]
+    def _span(self, name: str) -> tuple[int, int]:
+        """(first iteration, length) of stage ``name``."""
+        stages = sorted(self.stages(), key=lambda s: s.start)
+        ends = [s.start for s in stages[1:]] + [self.iterations]
+        start, end = next((s.start, e) for s, e in zip(stages, ends) if s.name == name)
+        return start, end - start
 
     def _iters(self, fraction: float) -> int:
         """A fraction of the self-training stage in iterations (at least 1)."""
-        start = int(round(self.p.pretrain * self.iterations))
-        return max(1, int(round(fraction * (self.iterations - start))))
+        return max(1, int(round(fraction * self._span("self-train")[1])))
 
     def box_fraction(self, step: int) -> float:
-        start, length = self._bounds()
+        start, length = self._span(self.stage)
         return self.p.box - (step - start) / length * (self.p.box - self.p.box_end)
 
     def begin_stage(self, stage: Stage) -> None:

@@ -41,9 +41,8 @@ def up_layer(d: int, cin: int, cout: int, mode: str) -> nn.Module:
     L = LAYERS[d]
     if mode == "transpose":
         return L["up"](cin, cout, 2, stride=2)
-    if mode == "nearest":
-        return nn.Sequential(L["conv"](cin, cout, 1), nn.Upsample(scale_factor=2, mode="nearest"))
-    return nn.Sequential(L["conv"](cin, cout, 1), nn.Upsample(scale_factor=2, mode=L["interp"], align_corners=True))
+    interp = dict(mode="nearest") if mode == "nearest" else dict(mode=L["interp"], align_corners=True)
+    return nn.Sequential(L["conv"](cin, cout, 1), nn.Upsample(scale_factor=2, **interp))
 
 
 @MODELS.register("unet")
