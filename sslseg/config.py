@@ -199,11 +199,20 @@ def resolve_method(b: dict, name: str) -> tuple[str, dict, dict]:
 
 def _network_models(b: dict, name: str) -> dict[str, dict]:
     """Architecture of each network of method (or variant) ``name`` in benchmark ``b``: the benchmark's (or the
-    variant's) override, else the method's own default, else the benchmark's ``model``."""
+    variant's) override, else the method's own default, else the benchmark's ``model``. A method default without
+    a ``name`` amends the architecture it would otherwise get (SSCD: the benchmark's UNet with deep-supervision
+    heads)."""
     from sslseg.methods import METHODS
 
     method, _, over = resolve_method(b, name)
-    return {net: dict(over.get(net) or decl.model or b["model"]) for net, decl in METHODS[method].networks.items()}
+    out = {}
+    for net, decl in METHODS[method].networks.items():
+        own = decl.model or {}
+        if "name" in own:
+            out[net] = dict(over.get(net) or own)
+        else:
+            out[net] = {**(over.get(net) or b["model"]), **own}
+    return out
 
 
 def _bad(where: str, key: str, value, known) -> None:

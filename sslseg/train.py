@@ -120,6 +120,7 @@ class _Run:
     def __init__(self) -> None:
         self.step, self.entered, self.log, self.wall = 0, -1, [], 0.0
         self.best = {"dice": -1.0, "step": -1, "state": None}
+        self.best_other: dict[str, dict] = {}  # also-validated network -> {"dice", "step", "state"}
 
 
 def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, init: Path | None = None,
@@ -155,7 +156,10 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
         for name, net in nets.items():
             src = name if name in init_states else next(iter(init_states))
             try:
-                net.load_state_dict(init_states[src])
+                res = net.load_state_dict(init_states[src], strict=False)
+                optional = getattr(net, "warm_start_optional", ())
+                if [k for k in res.missing_keys + res.unexpected_keys if not k.startswith(optional)]:
+                    net.load_state_dict(init_states[src])  # raises, naming every missing and unexpected key
             except RuntimeError as e:
                 raise SslsegError(f"{init}: network {src!r} does not fit network {name!r} of {spec.method!r} "
                                   f"({str(e).splitlines()[0][:200]})") from None
@@ -181,7 +185,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
         while run.step < total and not (stop_after is not None and run.step >= stop_after) and stop.received is None:
             step = run.step
             if (idx := _stage_index(stages, step)) != run.entered:
-                _enter(stages[idx], m, run)
+                _enter(stages[idx], m, run, opts)
                 run.entered = idx
             lr = _set_lr(opts, step, total, sched["poly_power"])
             loss, logs = m.training_step({k: v.to(dev) for k, v in sampler.next().items()}, step)
@@ -198,10 +202,16 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             validation = None
             if validator and (it % val["every"] == 0 or it == total):
                 row["val_dice"] = vd = validator(m.predictor())
-                m.train()
                 validation = (vd, vd > run.best["dice"])
                 if validation[1]:
                     run.best = {"dice": vd, "step": it, "state": _snapshot(m)}
+                for name in m.also_validate():
+                    other = validator(m.nets[name])
+                    row[f"val_dice_{name}"] = other
+                    if other > run.best_other.get(name, {"dice": -1.0})["dice"]:
+                        run.best_other[name] = {"dice": other, "step": it, "state": {
+                            k: v.detach().cpu().clone() for k, v in m.nets[name].state_dict().items()}}
+                m.train()
             m.end_iteration(step, validation)
             run.log.append(row)
             if it % log_every == 0 or row["val_dice"] != "":
@@ -227,13 +237,19 @@ def _stage_index(stages: list[Stage], step: int) -> int:
     return max(i for i, s in enumerate(stages) if s.start <= step)
 
 
-def _enter(stage: Stage, m: Method, run: _Run) -> None:
-    """A stage starts: optionally from the best validation weights so far; selection restarts with it."""
+def _enter(stage: Stage, m: Method, run: _Run, opts: list[torch.optim.Optimizer]) -> None:
+    """A stage starts: optionally from the best validation weights so far (the best weights of also-validated
+    networks go to ``m.best_states``) and with fresh optimiser state; selection restarts with it."""
     if stage.restore_best and run.best["state"] is not None:
         for k, mod in m.modules().items():
             mod.load_state_dict(run.best["state"][k])
     if stage.restore_best:
+        m.best_states = {k: v["state"] for k, v in run.best_other.items()}
         run.best = {"dice": -1.0, "step": -1, "state": None}
+        run.best_other = {}
+    if stage.reset_optimisers:
+        for o in opts:
+            o.state.clear()
     m.stage = stage.name
     m.begin_stage(stage)
 
@@ -287,6 +303,7 @@ def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     random.setstate(st["py_rng"])
     run.step, run.entered, run.best, run.log, run.wall = st["step"], st["entered"], st["best"], st["log"], st["wall"]
+    run.best_other = st.get("best_other", {})
     if run.entered >= 0:
         m.stage = stages[run.entered].name
     print(f"[sslseg train] resumed from {path} at iteration {run.step}", flush=True)
@@ -297,7 +314,8 @@ def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, c
              "optimisers": [o.state_dict() for o in opts], "sampler": sampler.state(),
              "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-             "method": m.state(), "step": run.step, "entered": run.entered, "best": run.best, "log": run.log,
+             "method": m.state(), "step": run.step, "entered": run.entered, "best": run.best,
+             "best_other": run.best_other, "log": run.log,
              "wall": wall, "run": chash}
     write_torch(path, state)
 

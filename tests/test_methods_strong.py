@@ -187,8 +187,8 @@ def test_bcp_reference_masked_dice_leaves_background_unmasked():
     # class 0 predicted inside the box, class 1 outside; labels 1 everywhere, only the outside counts (w_in 0)
     logits = torch.stack([torch.where(mask == 0, L, 0.0), torch.where(mask == 0, 0.0, L)])[None]
     y = torch.ones(1, 3, 3)
-    fixed, _ = mix_loss(logits, y, y, mask, 1.0, 0.0, mask_background=True)
-    ref, _ = mix_loss(logits, y, y, mask, 1.0, 0.0, mask_background=False)
+    fixed, _ = mix_loss(logits, y, y, mask, 1.0, 0.0, masking="all")
+    ref, _ = mix_loss(logits, y, y, mask, 1.0, 0.0, masking="foreground")
     # fixed: outside, both classes right -> 0. Reference: the background channel sees the whole image, where the 4
     # box pixels predict class 0 against target 0 -> loss 1 for class 0, 0 for class 1, mean 0.5
     assert fixed.item() == pytest.approx(0.0, abs=1e-6)

@@ -67,7 +67,8 @@ def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):
 
 
 @pytest.mark.parametrize("bench, method", [("synth2d", "mean_teacher"), ("synth3d", "mean_teacher"),
-                                           ("synth2d", "unimatch"), ("synth2d", "bcp"), ("synth2d", "egm_dt")])
+                                           ("synth2d", "unimatch"), ("synth2d", "bcp"), ("synth2d", "egm_dt"),
+                                           ("synth2d", "sscd")])
 def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, method):
     # unimatch: strong augmentations draw from torch's generator; bcp: the stop falls across its stage change
     b = tiny[bench]
@@ -79,6 +80,10 @@ def test_resumed_run_equals_uninterrupted(tiny, prepared, tmp_path, bench, metho
         b["schedule"]["batch_labelled"] = 2
         b["hparams"] = {"egm_dt": {"pretrain": 0.25, "static_period": 1 / 3, "static_step": 1 / 6,
                                    "static_min": 1 / 6, "static_max": 1 / 2}}
+    if method == "sscd":  # stages at 2, 3, 4, 6, 7: the stop falls where S2 starts from S1's best second student
+        b["schedule"]["batch_labelled"] = 2
+        b["validation"]["every"] = 1
+        b["hparams"] = {"sscd": {"pretrain": 0.25, "entropy_start": 0.4}}
     full = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "full")
     resume = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=3)
     assert resume.name == "state.pt" and not (tmp_path / "cut" / "model.pt").exists()

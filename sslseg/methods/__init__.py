@@ -16,6 +16,9 @@ Adding a method: write ``sslseg/methods/<name>.py`` with a ``Method`` subclass d
 * ``streams``: the batch entries ``training_step`` reads (``x_l``, ``y_l``, ``x_u``, ``x_u_mix``).
 * ``stages()``: named stages by first iteration; a stage may start from the best validation weights so far (BCP's
   pre-train -> self-train); ``begin_stage`` runs at the start of each.
+* ``also_validate()``: networks besides the predictor that are validated in the current stage, each keeping its
+  own best weights; at the next ``restore_best`` stage they are in ``self.best_states`` (SSCD seeds stage 2 from
+  stage 1's best second student).
 * hooks: ``setup`` (derived state such as EMA teachers), ``after_step`` (after the optimiser step),
   ``end_iteration`` (after validation, with its outcome), ``state``/``load_state`` (counters a resume needs);
   ``self.budget`` is the run's label budget.
@@ -52,6 +55,7 @@ class Stage:
     name: str
     start: int  # first iteration of the stage
     restore_best: bool = False  # start from the best validation weights of the previous stages (all networks)
+    reset_optimisers: bool = False  # start with fresh optimiser state (momentum), as a newly built optimiser
 
 
 class Ensemble(nn.Module):
@@ -85,6 +89,7 @@ class Method:
         for name, net in self.nets.items():
             setattr(self, name, net)
         self.stage = self.stages()[0].name
+        self.best_states: dict[str, dict] = {}  # best weights of ``also_validate`` networks, by name
         self.setup()
 
     def setup(self) -> None:
@@ -95,6 +100,10 @@ class Method:
 
     def begin_stage(self, stage: Stage) -> None:
         """Called at the start of every stage (after ``restore_best`` weights were loaded)."""
+
+    def also_validate(self) -> tuple[str, ...]:
+        """Networks other than the predictor validated (and their best weights kept) in the current stage."""
+        return ()
 
     def modules(self) -> dict[str, nn.Module]:
         """Every network whose state is checkpointed (trained and derived)."""
@@ -172,7 +181,7 @@ def build_networks(method: type[Method], build) -> dict[str, nn.Module]:
     return {name: init_network(build(name), net.init) for name, net in method.networks.items()}
 
 
-_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch", "egm_dt"]
+_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch", "egm_dt", "sscd"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")

@@ -47,22 +47,37 @@ def largest_cc(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.from_numpy(out).to(labels.device)
 
 
+def region_dice(probs: torch.Tensor, y: torch.Tensor, region: torch.Tensor, masking: str = "all") -> torch.Tensor:
+    """BCP ``mask_DiceLoss`` (smoothing 1e-10): the SSL4MIS Dice of ``probs`` against labels ``y`` restricted to
+    ``region`` (B, ...; 1 = scored). ``masking`` says how the region enters each class channel:
+    ``all`` every channel (BCP as fixed upstream); ``foreground`` the background channel unrestricted (BCP before
+    commit a925e30); ``onehot`` the region one-hot encoded like a label map (SSCD's ``DiceLoss(mask=...)``): the
+    background channel is scored where the region is 0, channel 1 where it is 1, higher channels nowhere."""
+    n = probs.shape[1]
+    outside = (region == 0).unsqueeze(1)
+    if masking == "onehot":
+        ignore = torch.ones(probs.shape, dtype=torch.bool, device=probs.device)
+        ignore[:, 0] = ~outside[:, 0]
+        if n > 1:
+            ignore[:, 1] = outside[:, 0]
+    else:
+        ignore = outside.repeat_interleave(n, 1)
+        if masking == "foreground":
+            ignore[:, 0] = False
+        elif masking != "all":
+            raise ValueError(f"masking must be all, foreground or onehot, got {masking!r}")
+    return dice_loss(probs, y, ignore=ignore, smooth=1e-10)
+
+
 def mix_loss(logits: torch.Tensor, y_out: torch.Tensor, y_in: torch.Tensor, mask: torch.Tensor, w_out: float,
-             w_in: float, mask_background: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+             w_in: float, masking: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
     """(Dice, CE) of a mixed image: ``y_out`` holds outside the box (mask 1) with weight ``w_out``, ``y_in``
-    inside (mask 0) with weight ``w_in``. Dice: BCP ``mask_DiceLoss`` (smoothing 1e-10), i.e. the SSL4MIS Dice
-    restricted to the region; ``mask_background=False`` leaves its background channel unrestricted."""
+    inside (mask 0) with weight ``w_in``; Dice per region as ``region_dice`` with ``masking``, CE averaged over
+    each region."""
     probs = logits.softmax(1)
     inside = 1 - mask
     mb, ib = mask.expand(len(logits), *mask.shape), inside.expand(len(logits), *mask.shape)
-
-    def region_dice(y, region):
-        ignore = (region == 0).unsqueeze(1).repeat_interleave(probs.shape[1], 1)
-        if not mask_background:
-            ignore[:, 0] = False
-        return dice_loss(probs, y, ignore=ignore, smooth=1e-10)
-
-    dice = w_out * region_dice(y_out, mb) + w_in * region_dice(y_in, ib)
+    dice = w_out * region_dice(probs, y_out, mb, masking) + w_in * region_dice(probs, y_in, ib, masking)
     ce_out = (F.cross_entropy(logits, y_out.long(), reduction="none") * mb).sum() / (mb.sum() + 1e-16)
     ce_in = (F.cross_entropy(logits, y_in.long(), reduction="none") * ib).sum() / (ib.sum() + 1e-16)
     return dice, w_out * ce_out + w_in * ce_in
@@ -121,10 +136,10 @@ class BCP(Method):
         a, b = self._halves(x_l, "labelled")
         ya, yb = self._halves(y_l, "labelled")
         mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.box_fraction(step))
-        mbg = not self.p.reference_masked_dice
+        masking = "foreground" if self.p.reference_masked_dice else "all"
         if self.stage == "pretrain":
             logits = self.student(a * mask + b * (1 - mask))
-            dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, mbg)
+            dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, masking)
             loss = (dice + ce) / 2
             return loss, {"loss_dice": dice.item(), "loss_ce": ce.item()}
         ua, ub = self._halves(batch["x_u"], "unlabelled")
@@ -137,8 +152,8 @@ class BCP(Method):
         x_u_mix = ua * mask + a * (1 - mask)
         x_l_mix = b * mask + ub * (1 - mask)
         out_u, out_l = self.student(x_u_mix), self.student(x_l_mix)
-        dice_u, ce_u = mix_loss(out_u, pa, ya, mask, self.p.u_weight, 1.0, mbg)
-        dice_l, ce_l = mix_loss(out_l, yb, pb, mask, 1.0, self.p.u_weight, mbg)
+        dice_u, ce_u = mix_loss(out_u, pa, ya, mask, self.p.u_weight, 1.0, masking)
+        dice_l, ce_l = mix_loss(out_l, yb, pb, mask, 1.0, self.p.u_weight, masking)
         dice, ce = dice_u + dice_l, ce_u + ce_l
         return (dice + ce) / 2, {"loss_dice": dice.item(), "loss_ce": ce.item()}
 

@@ -67,6 +67,9 @@ class UNet(SegNet):
             if any(c < 1 for c in self.channels) or any(not 0 <= p <= 1 for p in self.dropout):
                 raise ValueError("channels must be >= 1 and dropout in [0, 1]")
 
+    # weights a warm start may lack (they keep their initialisation): the deep-supervision heads
+    warm_start_optional = ("ds_heads.",)
+
     def __init__(self, spatial_dims: int, in_channels: int, n_classes: int, p: Params = Params()) -> None:
         super().__init__()
         if spatial_dims not in LAYERS:
