@@ -51,9 +51,10 @@ def cmd_download(args) -> None:
 
 
 def cmd_preprocess(args) -> None:
-    from sslseg.data import DATASETS
+    from sslseg.data import DATASETS, check_splits
 
     spec = DATASETS[args.dataset]
+    check_splits(spec.name)
     spec.preprocess(spec, Path(args.raw), Path(args.out))
 
 
@@ -175,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     except SslsegError as e:
         print(f"sslseg {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a read-only or vanished folder: name the file, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sslseg {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

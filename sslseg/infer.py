@@ -194,11 +194,15 @@ def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for cid in ids:
-        case = read_case(Path(prepared) / "cases" / f"{cid}.h5", label=False)
-        pred = predict_volume(model, case.image, meta.dims, info["patch"], info["n_classes"], proto,
-                              overlap, mode, batch_size)
-        write_nifti(tmp / f"{cid}.nii.gz", *restore_grid(pred, case))
+    try:
+        for cid in ids:
+            case = read_case(Path(prepared) / "cases" / f"{cid}.h5", label=False)
+            pred = predict_volume(model, case.image, meta.dims, info["patch"], info["n_classes"], proto,
+                                  overlap, mode, batch_size)
+            write_nifti(tmp / f"{cid}.nii.gz", *restore_grid(pred, case))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # earlier predictions in out_dir stay as they were
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return [out_dir / f"{c}.nii.gz" for c in ids]

@@ -143,6 +143,14 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def write_case(path: str | os.PathLike, case: Case) -> None:
+    """Write a prepared case atomically; a write failure (a full disk) raises SslsegError naming ``path``."""
+    try:
+        _write_case(path, case)
+    except (OSError, RuntimeError) as e:
+        raise SslsegError(f"{path}: could not be written ({e})") from None
+
+
+def _write_case(path: str | os.PathLike, case: Case) -> None:
     geom = case.geom.full()
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -314,6 +322,10 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, geom: Geometry) -> N
         img.SetDirection(geom.direction)
     with atomic_path(path, suffix=".nii.gz") as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
+        try:  # SimpleITK reports no write error (a full disk leaves a short or empty file): read it back
+            _check_nifti_complete(tmp)
+        except SslsegError:
+            raise SslsegError(f"{path}: could not be written completely (disk full?)") from None
 
 
 def read_image_2d(path: str | os.PathLike, mask_threshold: int | None = None) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sslseg import SslsegError
 from sslseg.data import DatasetInfo, load_prepared
 from sslseg.io import atomic_path, write_json
 from sslseg.metrics import EMPTY_POLICIES
@@ -135,8 +136,11 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
     protocol, empty_policy, selection) from the runs under ``results``."""
     name = bench["name"]
     results, out = Path(results), Path(out or results)
-    meta, _ = load_prepared(prepared)
-    per_case = load_runs(results, bench)
+    meta, cases = load_prepared(prepared)
+    if bench.get("dataset", meta.name) != meta.name:
+        raise SslsegError(f"{prepared}: holds dataset {meta.name!r}; benchmark {name!r} is on {bench['dataset']!r}")
+    tests = cases.loc[cases["split"] == "test", "case"].astype(str)
+    per_case = load_runs(results, bench, {(c, n) for c in tests for n, _ in meta.groups.values()})
     unit = str(per_case["unit"].iloc[0])
     seeds = seed_table(per_case, list(meta.tail), PROTOCOLS[bench["protocol"]].aggregation)
     cells = cell_table(seeds)

@@ -26,8 +26,33 @@ METRICS = ["dice", "jaccard", "hd95", "asd"]
 HIGHER_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
 
 
-def load_runs(results: Path, bench: dict) -> pd.DataFrame:
-    """All ``{method}/l{budget}/seed{seed}/metrics.csv`` of a benchmark as one long table; all must exist."""
+COLUMNS = ["case", "cls", "class_name", "status", "unit", *METRICS]
+
+
+def read_metrics(path: Path, expected: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """One run's metrics.csv; a file that is unreadable, lacks a column or (with ``expected``, the (case,
+    structure) pairs the test split scores) lacks or repeats a row raises SslsegError naming it."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise SslsegError(f"{path}: unreadable metrics table ({str(e).splitlines()[0]}); rerun `sslseg evaluate`")
+    if missing := [c for c in COLUMNS if c not in df]:
+        raise SslsegError(f"{path}: not a metrics table of `sslseg evaluate` (no column {', '.join(missing)})")
+    if expected is not None:
+        got = list(zip(df["case"].astype(str), df["class_name"].astype(str)))
+        lost = expected - set(got)
+        if lost or len(got) != len(set(got)) or set(got) - expected:
+            what = (f"{len(lost)} of its {len(expected)} test case x structure rows are missing (e.g. "
+                    f"{sorted(lost)[0]})" if lost else "its rows are not one per test case x structure")
+            raise SslsegError(f"{path}: {what}; a truncated or foreign file? rerun `sslseg evaluate`")
+    if df[METRICS].dtypes.map(lambda t: not np.issubdtype(t, np.number)).any():
+        raise SslsegError(f"{path}: non-numeric metric values; rerun `sslseg evaluate`")
+    return df
+
+
+def load_runs(results: Path, bench: dict, expected: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """All ``{method}/l{budget}/seed{seed}/metrics.csv`` of a benchmark as one long table; all must exist and be
+    complete (``read_metrics``)."""
     frames, missing = [], []
     for method in bench["methods"]:
         for budget in bench["labels"]:
@@ -36,7 +61,7 @@ def load_runs(results: Path, bench: dict) -> pd.DataFrame:
                 if not path.is_file():
                     missing.append(str(path))
                     continue
-                df = pd.read_csv(path)
+                df = read_metrics(path, expected)
                 df.insert(0, "seed", seed)
                 df.insert(0, "budget", budget)
                 df.insert(0, "method", method)

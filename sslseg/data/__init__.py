@@ -113,6 +113,19 @@ def read_split(dataset: str, name: str) -> list[str]:
     return ids
 
 
+def check_splits(dataset: str) -> None:
+    """The frozen splits of ``dataset`` are disjoint: a case in two of them would leak test data into training or
+    selection."""
+    lists = {name: set(read_split(dataset, name)) for name in ("train", "val", "test")
+             if (SPLIT_DIR / dataset / f"{name}.list").is_file()}
+    names = list(lists)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if both := sorted(lists[a] & lists[b]):
+                raise SslsegError(f"{SPLIT_DIR / dataset}: {len(both)} case(s) in both {a}.list and {b}.list "
+                                  f"({', '.join(both[:3])})")
+
+
 def load_prepared(prepared: Path):
     """(DatasetInfo, cases table) of a prepared folder; a missing or outdated one raises SslsegError."""
     import pandas as pd

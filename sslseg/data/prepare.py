@@ -223,8 +223,12 @@ def write_cases(out: Path, cases) -> None:
     tmp = out / ".cases.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for cid, case in cases:
-        write_case(tmp / f"{cid}.h5", case)
+    try:
+        for cid, case in cases:
+            write_case(tmp / f"{cid}.h5", case)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a previous out/cases stays as it was
+        raise
     shutil.rmtree(out / "cases", ignore_errors=True)
     tmp.rename(out / "cases")
 

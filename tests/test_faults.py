@@ -1,0 +1,128 @@
+"""Faults and bad input that used to lose data or end in a traceback (docs/robustness.md): a full disk in
+preprocess, infer, train and evaluate; overlapping split lists; truncated, empty or foreign metrics tables and the
+wrong prepared folder in aggregate. Each gives one line naming the file, a non-zero exit, and earlier results
+stay as they were."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+
+import h5py
+import pytest
+import SimpleITK as sitk
+
+import sslseg.data
+from conftest import fit
+from sslseg import SslsegError
+from sslseg.cli import main
+from sslseg.config import load_config, report_spec
+from sslseg.data import check_splits
+from test_io_errors import _config, _evaluate, _one_error_line, _perfect, _prepared
+
+
+def _empty_write(img, path, *args, **kwargs):
+    """SimpleITK on a full disk: no exception, a short (here empty) file."""
+    open(path, "wb").close()
+
+
+def test_infer_on_a_full_disk_keeps_the_earlier_predictions(tiny, prepared, tmp_path, capsys, monkeypatch):
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 2
+    model = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run")
+    out = tmp_path / "pred"
+    args = ["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out", str(out)]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(sitk, "WriteImage", _empty_write)
+    assert main(args) == 1
+    _one_error_line(capsys, str(out.with_name("pred.tmp")), "could not be written completely (disk full?)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing earlier lost
+    assert not out.with_name("pred.tmp").exists()
+
+
+def test_preprocess_on_a_full_disk_keeps_the_earlier_cases(tmp_path, capsys, monkeypatch):
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    assert main(["download", "--dataset", "synth2d", "--out", str(raw)]) == 0
+    assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 0
+    before = sorted(p.name for p in (out / "cases").iterdir())
+    real = h5py.File
+
+    def full(path, mode="r", *a, **k):
+        if mode == "w":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode, *a, **k)
+
+    monkeypatch.setattr(h5py, "File", full)
+    assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 1
+    _one_error_line(capsys, str(out / ".cases.tmp"), ".h5: could not be written", "No space left on device")
+    assert sorted(p.name for p in (out / "cases").iterdir()) == before
+    assert not (out / ".cases.tmp").exists()
+
+
+def test_an_os_error_is_one_line_naming_the_file(tmp_path, capsys):
+    prepared, cfg, pred = _prepared(tmp_path), _config(tmp_path), _perfect(tmp_path)
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder is expected\n")
+    assert _evaluate(cfg, pred, prepared, blocker / "metrics.csv") == 1
+    _one_error_line(capsys, str(blocker))
+
+
+def test_overlapping_split_lists_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    splits = tmp_path / "splits"
+    shutil.copytree(sslseg.data.SPLIT_DIR / "synth2d", splits / "synth2d")
+    test = (splits / "synth2d" / "test.list").read_text()
+    first_train = (splits / "synth2d" / "train.list").read_text().split()[0]
+    (splits / "synth2d" / "test.list").write_text(test + first_train + "\n")
+    monkeypatch.setattr(sslseg.data, "SPLIT_DIR", splits)
+    with pytest.raises(SslsegError, match=f"1 case\\(s\\) in both train.list and test.list \\({first_train}\\)"):
+        check_splits("synth2d")
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    assert main(["download", "--dataset", "synth2d", "--out", str(raw)]) == 0
+    assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 1
+    _one_error_line(capsys, "train.list and test.list")
+    assert not out.exists()
+
+
+def _results(tmp_path):
+    """A finished two-method benchmark on the hand-made prepared folder: (aggregate arguments, one metrics.csv)."""
+    prepared, cfg, pred = _prepared(tmp_path), _config(tmp_path), _perfect(tmp_path)
+    metrics = tmp_path / "metrics.csv"
+    assert _evaluate(cfg, pred, prepared, metrics) == 0
+    results = tmp_path / "results"
+    for method in ("supervised", "mean_teacher"):
+        run = results / method / "l1" / "seed0"
+        run.mkdir(parents=True)
+        shutil.copy(metrics, run / "metrics.csv")
+        (run / "provenance.json").write_text(json.dumps({"wall_time_s": 1.0, "selected_iteration": 1,
+                                                          "device": "cpu"}))
+    spec = json.dumps(report_spec(load_config(cfg), "b"))
+    return ["aggregate", "--spec", spec, "--results", str(results), "--prepared", str(prepared)], results
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda t: t[: len(t) // 2], "rows are missing"),  # cut mid-row
+    (lambda t: "\n".join(t.splitlines()[:4]) + "\n", "rows are missing"),  # three rows left
+    (lambda t: "", "unreadable metrics table"),
+    (lambda t: t.splitlines()[0] + "\n", "rows are missing"),  # header only
+    (lambda t: "a,b\n1,2\n", "not a metrics table"),
+    (lambda t: t + t.splitlines()[1] + "\n", "not one per test case"),  # a row twice
+])
+def test_aggregate_refuses_a_damaged_metrics_table(tmp_path, capsys, damage, needle):
+    args, results = _results(tmp_path)
+    assert main(args) == 0
+    summary = (results / "summary.txt").read_bytes()
+    capsys.readouterr()
+    target = results / "mean_teacher" / "l1" / "seed0" / "metrics.csv"
+    target.write_text(damage(target.read_text()))
+    assert main(args) == 1
+    _one_error_line(capsys, str(target), needle)
+    assert (results / "summary.txt").read_bytes() == summary  # the earlier tables stay
+
+
+def test_aggregate_with_the_prepared_folder_of_another_dataset(tmp_path, capsys, prepared):
+    args, _ = _results(tmp_path)
+    args[args.index("--prepared") + 1] = str(prepared["synth3d"])
+    assert main(args) == 1
+    _one_error_line(capsys, "holds dataset 'synth3d'", "'synth2d'")
