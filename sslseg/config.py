@@ -124,6 +124,10 @@ def _check_benchmark(b: dict, where: str) -> None:
     if b["dataset"] not in DATASETS:
         _bad(where, "dataset", b["dataset"], DATASETS.names())
     dims = DATASETS[b["dataset"]].info.dims
+    budgets = DATASETS[b["dataset"]].info.budgets
+    if bad := [n for n in b["labels"] if n not in budgets]:
+        raise SslsegError(f"{where}/labels: {b['dataset']} has no frozen labelled list for {bad} "
+                          f"(budgets: {', '.join(map(str, budgets))})")
     for key, name in (("protocol", b["protocol"]), ("validation/protocol", b["validation"]["protocol"])):
         if name is not None and name not in PROTOCOLS:
             _bad(where, key, name, PROTOCOLS.names())

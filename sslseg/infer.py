@@ -10,7 +10,6 @@ Training-time validation calls the same ``predict_volume``.
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from scipy import ndimage
 
 from sslseg import SslsegError
 from sslseg.data import load_prepared
-from sslseg.io import read_case, write_nifti
+from sslseg.io import read_case, replace_folder, write_nifti
 from sslseg.protocols import PROTOCOLS, Protocol
 
 __all__ = ["predict_volume", "sliding_window", "gaussian_map", "load_checkpoint", "build_predictor", "load_model",
@@ -191,18 +190,13 @@ def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", 
     if not ids:
         raise SslsegError(f"{Path(prepared) / 'cases.csv'}: split {split!r} has no case")
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def fill(tmp: Path) -> None:  # earlier predictions in out_dir stay until every case is written
         for cid in ids:
             case = read_case(Path(prepared) / "cases" / f"{cid}.h5", label=False)
             pred = predict_volume(model, case.image, meta.dims, info["patch"], info["n_classes"], proto,
                                   overlap, mode, batch_size)
             write_nifti(tmp / f"{cid}.nii.gz", *restore_grid(pred, case))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # earlier predictions in out_dir stay as they were
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+
+    replace_folder(out_dir, fill)
     return [out_dir / f"{c}.nii.gz" for c in ids]

@@ -19,18 +19,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
 
 from sslseg import SslsegError
 
-__all__ = ["Geometry", "Source", "Case", "FORMAT", "atomic_path", "write_json", "check_case", "read_case",
+__all__ = ["Geometry", "Source", "Case", "FORMAT", "atomic_path", "replace_folder", "write_json", "check_case", "read_case",
            "write_case", "case_shape", "read_region", "read_fg_index", "read_nifti", "write_nifti", "read_image_2d"]
 
 FORMAT = 2  # prepared-case format; dataset.json records it
@@ -52,6 +53,22 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def replace_folder(dest: str | os.PathLike, fill: Callable[[Path], None]) -> None:
+    """Fill a fresh sibling folder ``.{name}.tmp`` by ``fill(tmp)`` and put it in ``dest``'s place only once
+    ``fill`` has succeeded; on any failure the temporary folder is removed and ``dest`` stays as it was."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
 
 
 def write_torch(path: str | os.PathLike, obj) -> None:

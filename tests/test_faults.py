@@ -37,9 +37,9 @@ def test_infer_on_a_full_disk_keeps_the_earlier_predictions(tiny, prepared, tmp_
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr(sitk, "WriteImage", _empty_write)
     assert main(args) == 1
-    _one_error_line(capsys, str(out.with_name("pred.tmp")), "could not be written completely (disk full?)")
+    _one_error_line(capsys, str(out.with_name(".pred.tmp")), "could not be written completely (disk full?)")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing earlier lost
-    assert not out.with_name("pred.tmp").exists()
+    assert not out.with_name(".pred.tmp").exists()
 
 
 def test_preprocess_on_a_full_disk_keeps_the_earlier_cases(tmp_path, capsys, monkeypatch):
@@ -126,3 +126,29 @@ def test_aggregate_with_the_prepared_folder_of_another_dataset(tmp_path, capsys,
     args[args.index("--prepared") + 1] = str(prepared["synth3d"])
     assert main(args) == 1
     _one_error_line(capsys, "holds dataset 'synth3d'", "'synth2d'")
+
+
+@pytest.mark.parametrize("dataset", ["acdc", "promise12"])
+def test_zip_slip_names_the_users_archive_and_leaves_nothing(tmp_path, capsys, dataset):
+    import zipfile
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../evil.txt", "outside\n")
+    raw = tmp_path / "deep" / "raw"
+    from sslseg.data.download import sha256sum
+
+    # PROMISE12 pins its archive's digest: the malicious zip is only opened when its own digest is passed
+    pin = ["--sha256", sha256sum(evil)] if dataset == "promise12" else []
+    assert main(["download", "--dataset", dataset, "--source", str(evil), "--out", str(raw), *pin]) == 1
+    _one_error_line(capsys, f"{evil}: member '../../evil.txt' would be written outside the extraction folder")
+    assert not (tmp_path / "deep" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+    assert list(raw.iterdir()) == []  # no .incoming left behind
+
+
+def test_a_label_budget_without_a_frozen_list_fails_at_configuration(tmp_path, capsys):
+    from test_io_errors import CONFIG, _train_args
+
+    cfg = _config(tmp_path, CONFIG.replace("labels: [1]", "labels: [1, 99]"))
+    assert main(_train_args(cfg, tmp_path)) == 1
+    _one_error_line(capsys, "benchmarks/b/labels: synth2d has no frozen labelled list for [99] (budgets: ")

@@ -22,9 +22,9 @@ import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import sha256sum, unpack
+from sslseg.data.download import incoming, sha256sum, unpack
 from sslseg.data.prepare import labelled_by_slices, minmax, volume_slices, write_cases, write_tables
-from sslseg.io import Case, Geometry, check_case, read_nifti
+from sslseg.io import Case, Geometry, check_case, read_nifti, replace_folder
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
 
@@ -66,8 +66,11 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     earlier download unless the new one verified completely."""
     source = source or RAW_URL
     raw.mkdir(parents=True, exist_ok=True)
-    work = raw / ".incoming"
-    tree, digest = unpack(source, work, sha256)
+    with incoming(raw) as work:
+        return _install(source, raw, sha256, *unpack(source, work, sha256))
+
+
+def _install(source: str, raw: Path, sha256: str | None, tree: Path, digest: str | None) -> dict:
     h5_root = _find(tree, "data/slices")
     nifti_root = _find(tree, "database/training")
     if nifti_root is not None:
@@ -84,17 +87,15 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     else:
         raise SslsegError(f"{source}: neither the raw ACDC layout (database/training/...) nor the SSL4MIS h5 layout "
                           "(data/slices/...)")
-    dest, tmp = raw / kind, raw / f".{kind}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if files is None:
-        shutil.copytree(src_root, tmp / "database")
-    else:
-        for name in files:
+
+    def fill(tmp: Path) -> None:
+        if files is None:
+            shutil.copytree(src_root, tmp / "database")
+        for name in files or ():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src_root / name, tmp / name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    shutil.rmtree(work, ignore_errors=True)
+
+    replace_folder(raw / kind, fill)
     return {"kind": kind, "sha256": digest or f"per-file list {H5_SUMS.name}"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tarfile
@@ -9,6 +10,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 from sslseg import SslsegError
 from sslseg.io import atomic_path
@@ -62,24 +64,26 @@ def fetch(source: str, dest: Path, sha256: str | None = None) -> Path:
     return dest
 
 
-def extract(archive: Path, dest: Path) -> Path:
-    """Extract a zip or tar archive into ``dest``, refusing members that would land outside it."""
+def extract(archive: Path, dest: Path, name: str | None = None) -> Path:
+    """Extract a zip or tar archive into ``dest``, refusing members that would land outside it; messages name
+    the archive as ``name`` (the user's source) when given."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
+    archive_path, archive = archive, name or archive
 
     def check(name: str) -> None:
         target = (root / name).resolve()
         if root != target and root not in target.parents:
-            raise SslsegError(f"{archive}: member {name!r} would be written outside {dest}")
+            raise SslsegError(f"{archive}: member {name!r} would be written outside the extraction folder")
 
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
+        if zipfile.is_zipfile(archive_path):
+            with zipfile.ZipFile(archive_path) as z:
                 for n in z.namelist():
                     check(n)
                 z.extractall(dest)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as t:
+        elif tarfile.is_tarfile(archive_path):
+            with tarfile.open(archive_path) as t:
                 for m in t.getmembers():
                     check(m.name)
                     if m.issym() or m.islnk():
@@ -92,6 +96,16 @@ def extract(archive: Path, dest: Path) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def incoming(raw: Path) -> Iterator[Path]:
+    """The work folder ``raw/.incoming`` of a download in progress, removed however the download ends."""
+    work = raw / ".incoming"
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def unpack(source: str, work: Path, sha256: str | None = None) -> tuple[Path, str | None]:
     """The file tree of ``source`` and its archive's SHA-256: a local directory as it is (digest None), otherwise
     the file or URL fetched into ``work`` (checked against ``sha256`` when given) and extracted there. ``work`` is
@@ -101,4 +115,4 @@ def unpack(source: str, work: Path, sha256: str | None = None) -> tuple[Path, st
     if local is not None and local.is_dir():
         return local, None
     archive = fetch(source, work / "archive", sha256)
-    return extract(archive, work / "tree"), sha256sum(archive)
+    return extract(archive, work / "tree", source), sha256sum(archive)

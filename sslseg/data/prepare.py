@@ -10,7 +10,6 @@ array's extent, not its corner voxels, is mapped onto the new grid, as skimage's
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -20,8 +19,8 @@ from scipy import ndimage
 
 from sslseg import SslsegError
 from sslseg.data import DatasetSpec, read_split
-from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_nifti, write_case,
-                       write_json)
+from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_nifti,
+                       replace_folder, write_case, write_json)
 
 __all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
            "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables",
@@ -220,17 +219,11 @@ def labelled_by_slices(rows: list[dict], slices: list[str], budget_slices: dict[
 
 def write_cases(out: Path, cases) -> None:
     """Write ``(case id, Case)`` pairs into a temporary folder that replaces ``out/cases`` only when all succeed."""
-    tmp = out / ".cases.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    def fill(tmp: Path) -> None:
         for cid, case in cases:
             write_case(tmp / f"{cid}.h5", case)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a previous out/cases stays as it was
-        raise
-    shutil.rmtree(out / "cases", ignore_errors=True)
-    tmp.rename(out / "cases")
+
+    replace_folder(out / "cases", fill)
 
 
 def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict, info=None) -> None:

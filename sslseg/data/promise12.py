@@ -24,9 +24,9 @@ import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import unpack
+from sslseg.data.download import incoming, unpack
 from sslseg.data.prepare import labelled_by_slices, volume_slices, write_cases, write_tables
-from sslseg.io import Case, Geometry, check_case, read_nifti
+from sslseg.io import Case, Geometry, check_case, read_nifti, replace_folder
 
 __all__ = ["URL", "SHA256", "SIZE", "BUDGET_SLICES", "nearest_resize", "preprocess_slices"]
 
@@ -67,8 +67,11 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     replaced only once the new one is complete."""
     source = source or URL
     raw.mkdir(parents=True, exist_ok=True)
-    work = raw / ".incoming"
-    tree, digest = unpack(source, work, sha256 or SHA256)
+    with incoming(raw) as work:
+        return _install(source, raw, *unpack(source, work, sha256 or SHA256))
+
+
+def _install(source: str, raw: Path, tree: Path, digest: str | None) -> dict:
     found = sorted(tree.rglob(_names(0)[0]))
     if not found:
         raise SslsegError(f"{source}: no Case00.mhd inside; expected the PROMISE12 training_data layout "
@@ -77,14 +80,12 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     missing = [n for i in range(N_CASES) for n in _names(i) if not (root / n).is_file()]
     if missing:
         raise SslsegError(f"{root}: {len(missing)} PROMISE12 file(s) missing, e.g. {missing[0]}")
-    tmp, dest = raw / ".mhd.tmp", raw / "mhd"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for p in sorted(root.glob("Case*")):
-        shutil.copyfile(p, tmp / p.name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    shutil.rmtree(work, ignore_errors=True)
+
+    def fill(tmp: Path) -> None:
+        for p in sorted(root.glob("Case*")):
+            shutil.copyfile(p, tmp / p.name)
+
+    replace_folder(raw / "mhd", fill)
     return {"kind": "mhd", "sha256": digest or "not verified (local folder)"}
 
 
