@@ -152,3 +152,26 @@ def test_a_label_budget_without_a_frozen_list_fails_at_configuration(tmp_path, c
     cfg = _config(tmp_path, CONFIG.replace("labels: [1]", "labels: [1, 99]"))
     assert main(_train_args(cfg, tmp_path)) == 1
     _one_error_line(capsys, "benchmarks/b/labels: synth2d has no frozen labelled list for [99] (budgets: ")
+
+
+def test_a_built_wheel_holds_every_package_data_file(tmp_path):
+    """A non-editable install must find the split lists, checksums and schema it reads at run time."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # a clean copy: a build/ or egg-info folder in the checkout would mask omissions
+    shutil.copytree(root / "sslseg", src / "sslseg", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(src)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("sslseg-*.whl")
+    inside = set(zipfile.ZipFile(wheel).namelist())
+    data = {p.relative_to(root).as_posix() for p in (root / "sslseg").rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    assert data and data <= inside, sorted(data - inside)
