@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,7 +113,18 @@ def validate(cfg: dict, source: str = "config") -> dict:
     for t in cfg["targets"]:
         if t not in cfg["benchmarks"]:
             raise SslsegError(f"{source}: targets: {t!r} is not a benchmark")
+    if Path(source).is_file():  # relative local sources are relative to the config file, as a reader expects
+        cfg["sources"] = {k: _relative_to(v, Path(source).parent) for k, v in cfg["sources"].items()}
     return cfg
+
+
+def _relative_to(entry, base: Path):
+    """A ``sources:`` entry with a relative local path taken from ``base`` (URLs and absolute paths as they are)."""
+    if isinstance(entry, dict):
+        return {**entry, "url": _relative_to(entry["url"], base)}
+    if not entry or "://" in entry or os.path.isabs(entry):
+        return entry
+    return os.path.normpath(os.path.join(base, entry))
 
 
 def _check_benchmark(b: dict, where: str) -> None:

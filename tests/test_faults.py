@@ -175,3 +175,19 @@ def test_a_built_wheel_holds_every_package_data_file(tmp_path):
     data = {p.relative_to(root).as_posix() for p in (root / "sslseg").rglob("*")
             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
     assert data and data <= inside, sorted(data - inside)
+
+
+def test_relative_sources_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    from test_io_errors import CONFIG
+
+    sub = tmp_path / "project"
+    sub.mkdir()
+    cfg = sub / "config.yaml"
+    cfg.write_text(CONFIG + "sources:\n  acdc: data/ACDC\n  promise12: {url: 'https://example.org/p.zip', "
+                            "sha256: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'}\n  synth2d: /abs/raw\n")
+    monkeypatch.chdir(tmp_path)
+    sources = load_config("project/config.yaml")["sources"]
+    assert sources == {"acdc": "project/data/ACDC", "synth2d": "/abs/raw",
+                       "promise12": {"url": "https://example.org/p.zip", "sha256": 64 * "a"}}
+    monkeypatch.chdir(sub)
+    assert load_config("config.yaml")["sources"]["acdc"] == "data/ACDC"  # unchanged where the config lives
