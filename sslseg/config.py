@@ -299,9 +299,12 @@ class RunSpec:
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
         try:
-            return cls(**json.loads(text))
+            spec = cls(**json.loads(text))
         except (ValueError, TypeError) as e:
             raise SslsegError(f"not a run specification ({e})") from None
+        if not isinstance(spec.seed, int) or not 0 <= spec.seed < 2**32:
+            raise SslsegError(f"run specification: seed must be an integer in [0, 2^32), got {spec.seed!r}")
+        return spec
 
 
 def protocol_of(b: dict, key: str = "protocol"):

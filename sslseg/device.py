@@ -46,7 +46,15 @@ def claim_gpu_index(n_gpus: int, lock_dir: Path) -> int:
 def claim_device(requested: str | None = None) -> torch.device:
     """``requested`` if given; else a free GPU (see module doc), or the CPU when there is none."""
     if requested:
-        return torch.device(requested)
+        try:
+            dev = torch.device(requested)
+        except RuntimeError:
+            raise SslsegError(f"--device {requested!r}: not a device name (cpu, cuda, cuda:N)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise SslsegError(f"--device {requested!r}: this PyTorch ({torch.__version__}) sees no CUDA device")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SslsegError(f"--device {requested!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return dev
     if not torch.cuda.is_available():
         return torch.device("cpu")
     n = torch.cuda.device_count()

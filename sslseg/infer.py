@@ -10,6 +10,8 @@ Training-time validation calls the same ``predict_volume``.
 from __future__ import annotations
 
 import itertools
+import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,13 +135,32 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise SslsegError(f"{path}: model file is missing")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever torch raises, the file is not a usable checkpoint
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SslsegError(f"{path}: not a readable sslseg model ({first[:200]})") from None
+        raise SslsegError(f"{path}: not a readable sslseg model ({_load_problem(path, e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != 2 or not isinstance(ckpt.get("networks"), dict):
         raise SslsegError(f"{path}: not an sslseg model of this version (retrain it)")
     return ckpt
+
+
+def _load_problem(path: Path, e: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in words that do not suggest loading it unsafely."""
+    text = str(e)
+    if path.stat().st_size == 0:
+        return "empty file"
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head.startswith(b"PK") and head[:1] != b"\x80":  # neither a torch zip archive nor a pickle
+        return "not a PyTorch file"
+    if "Weights only load failed" in text or "weights_only" in text:
+        return "it holds Python objects besides tensors; sslseg never loads those, as they could run code"
+    if "zip archive" in text or "central directory" in text:
+        return "truncated or not a PyTorch archive"
+    if isinstance(e, pickle.UnpicklingError) or "load key" in text:
+        return "not a PyTorch file"
+    return (text.strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def build_predictor(ckpt: dict, path: Path) -> torch.nn.Module:

@@ -19,6 +19,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -146,6 +147,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
         raise SslsegError(f"benchmark {spec.bench!r} warm-starts {spec.label!r} from {spec.warm_start['from']!r}: "
                           f"pass --init <{spec.warm_start['from']} model.pt of budget {spec.budget}, seed {spec.seed}>")
     init_states = _load_init(Path(init), spec) if spec.warm_start else None
+    _check_writable(out)
     rng = seed_everything(spec.seed)
     dev = claim_device(device)
     torch.set_num_threads(max(1, int(os.environ.get("SSLSEG_THREADS", torch.get_num_threads()))))
@@ -231,6 +233,16 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
         raise TrainingInterrupted(f"stopped by signal {stop.received} before iteration {run.step}; resume state "
                                   f"saved in {resume}; rerun the same command to continue")
     return resume
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the work, not at the first checkpoint, when ``out`` cannot take files."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise SslsegError(f"{out}: cannot write the run's files here ({e.strerror})") from None
 
 
 def _stage_index(stages: list[Stage], step: int) -> int:

@@ -191,3 +191,68 @@ def test_relative_sources_are_relative_to_the_config_file(tmp_path, monkeypatch)
                        "promise12": {"url": "https://example.org/p.zip", "sha256": 64 * "a"}}
     monkeypatch.chdir(sub)
     assert load_config("config.yaml")["sources"]["acdc"] == "data/ACDC"  # unchanged where the config lives
+
+
+class _Opaque:  # a pickled object a weights-only load refuses
+    pass
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty file"),
+    (b"this is not a model\n", "not a PyTorch file"),
+    ("pickle", "holds Python objects besides tensors"),
+    ("torch-object", "holds Python objects besides tensors"),
+])
+def test_an_unusable_model_file_is_one_plain_line(tmp_path, capsys, prepared, content, needle):
+    import pickle
+
+    import torch
+
+    model = tmp_path / "model.pt"
+    if content == "pickle":
+        model.write_bytes(pickle.dumps(_Opaque()))
+    elif content == "torch-object":
+        torch.save({"format": 2, "payload": _Opaque()}, model)
+    else:
+        model.write_bytes(content)
+    out = tmp_path / "pred"
+    assert main(["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out", str(out)]) == 1
+    line = _one_error_line(capsys, str(model), needle)
+    assert "weights_only" not in line and "\x1b" not in line  # never advise an unsafe load
+    assert not out.exists() and not out.with_name(".pred.tmp").exists()
+
+
+def test_device_and_seed_mistakes_are_one_line(tiny, prepared, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from sslseg.config import run_spec, validate
+
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 1
+    model = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run")
+    infer = ["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out", str(tmp_path / "p")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(infer + ["--device", "cuda"]) == 1
+    _one_error_line(capsys, "--device 'cuda'", "sees no CUDA device")
+    assert main(infer + ["--device", "gpu7"]) == 1
+    _one_error_line(capsys, "--device 'gpu7': not a device name")
+    spec = json.loads(run_spec(validate({"benchmarks": {"t": b}}), "t", "supervised", 1, 0).to_json())
+    spec["seed"] = -1
+    train = ["train", "--spec", json.dumps(spec), "--prepared", str(prepared["synth2d"]), "--out", str(tmp_path / "o")]
+    assert main(train) == 1
+    _one_error_line(capsys, "seed must be an integer in [0, 2^32), got -1")
+
+
+def test_train_into_a_read_only_folder_fails_before_the_work(tiny, prepared, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import sslseg.train
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(sslseg.train, "seed_everything", lambda seed: pytest.fail("training started"))
+    b = tiny["synth2d"]
+    with pytest.raises(SslsegError, match="o: cannot write the run's files here \\(Read-only file system\\)"):
+        fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "o")
