@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def test_repository_config_is_valid_and_filled():
     assert s2["reference"] == "supervised"
     assert s2["hparams"] == {}
     raw = yaml.safe_load(REPO_CONFIG.read_text())
-    assert cfg["sources"] == raw.get("sources", {})
+    # relative local sources are taken from the config file's folder
+    assert cfg["sources"] == {k: os.path.normpath(REPO_CONFIG.parent / v) for k, v in raw.get("sources", {}).items()}
     # defaults fill what the file leaves out, and keep what it sets
     assert s2["schedule"]["iterations"] == raw["benchmarks"]["synth2d"]["schedule"]["iterations"]
     assert s2["schedule"]["patch"] == [64, 64]
