@@ -32,7 +32,7 @@ import numpy as np
 from sslseg import SslsegError
 
 __all__ = ["Geometry", "Source", "Case", "FORMAT", "atomic_path", "replace_folder", "write_json", "check_case", "read_case",
-           "write_case", "case_shape", "read_region", "read_fg_index", "read_nifti", "write_nifti", "read_image_2d"]
+           "write_case", "case_shape", "read_region", "read_fg_index", "read_nifti", "read_label_of", "write_nifti", "read_image_2d"]
 
 FORMAT = 2  # prepared-case format; dataset.json records it
 
@@ -268,7 +268,8 @@ def fg_voxel(path: str | os.PathLike, cls: int, j: int, shape: tuple[int, ...]) 
 
 def _check_nifti_complete(path: Path) -> None:
     """SimpleITK reads truncated NIfTI files without complaint (missing voxels become 0), so check that the
-    (decompressed) file holds the whole voxel block its header announces."""
+    (decompressed) file holds the whole voxel block its header announces; and it hands back 0 for NaN and inf
+    voxels, so check float voxel blocks for them here."""
     import gzip
     import struct
 
@@ -283,21 +284,25 @@ def _check_nifti_complete(path: Path) -> None:
     for endian in "<>":
         if len(data) >= 348 and struct.unpack(endian + "i", data[:4])[0] == 348:  # NIfTI-1
             dim = struct.unpack(endian + "8h", data[40:56])
-            bitpix = struct.unpack(endian + "h", data[72:74])[0]
+            dtype, bitpix = struct.unpack(endian + "2h", data[70:74])
             offset = int(struct.unpack(endian + "f", data[108:112])[0])
             break
         if len(data) >= 540 and struct.unpack(endian + "i", data[:4])[0] == 540:  # NIfTI-2
             dim = struct.unpack(endian + "8q", data[16:80])
-            bitpix = struct.unpack(endian + "h", data[14:16])[0]
+            dtype, bitpix = struct.unpack(endian + "2h", data[12:16])
             offset = int(struct.unpack(endian + "q", data[168:176])[0])
             break
     else:
         raise SslsegError(f"{path}: malformed NIfTI (no NIfTI-1/2 header)")
     if not 1 <= dim[0] <= 7:
         raise SslsegError(f"{path}: malformed NIfTI (dim[0] = {dim[0]})")
-    need = offset + int(np.prod([max(d, 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
+    count = int(np.prod([max(d, 1) for d in dim[1:dim[0] + 1]]))
+    need = offset + count * bitpix // 8
     if len(data) < need:
         raise SslsegError(f"{path}: malformed NIfTI (truncated: {len(data)} bytes, header needs {need})")
+    floats = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
+    if dtype in floats and not np.isfinite(np.frombuffer(data, endian + floats[dtype], count, offset)).all():
+        raise SslsegError(f"{path}: image contains NaN or inf voxels")
 
 
 def _read_sitk(path: Path):
@@ -325,6 +330,17 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     img = _read_sitk(path)
     return sitk.GetArrayFromImage(img), Geometry(tuple(img.GetSpacing()), tuple(img.GetOrigin()),
                                                  tuple(img.GetDirection()))
+
+
+def read_label_of(path: str | os.PathLike, image: np.ndarray, geom: Geometry, image_path) -> np.ndarray:
+    """The label volume at ``path``, which must lie on the image's grid: same shape, spacing, origin and
+    direction (a label on another grid would score the wrong voxels)."""
+    label, lgeom = read_nifti(path)
+    if label.shape != image.shape[-label.ndim:] or not lgeom.close_to(geom):
+        raise SslsegError(f"{path}: not on the grid of {Path(image_path).name} (shape {label.shape} vs "
+                          f"{image.shape[-label.ndim:]}, spacing {lgeom.spacing} vs {geom.spacing}, origin "
+                          f"{lgeom.origin} vs {geom.origin}, direction {lgeom.direction} vs {geom.direction})")
+    return label
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, geom: Geometry) -> None:

@@ -184,7 +184,7 @@ def test_raw_zip_is_verified_and_prepared_with_spacing(mini, tmp_path):
     ("missing", "patient001_frame01"),
     ("labels", "outside 0..3"),
     ("shape", "shape"),
-    ("geometry", "differ from"),
+    ("geometry", "not on the grid of"),
 ])
 def test_bad_raw_input_names_the_file_and_keeps_prepared(tmp_path, mini, problem, needle):
     root, zpath, digest = mini

@@ -256,3 +256,19 @@ def test_train_into_a_read_only_folder_fails_before_the_work(tiny, prepared, tmp
     b = tiny["synth2d"]
     with pytest.raises(SslsegError, match="o: cannot write the run's files here \\(Read-only file system\\)"):
         fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "o")
+
+
+def test_nan_in_a_raw_image_is_found(tmp_path, capsys):
+    import numpy as np
+
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    assert main(["download", "--dataset", "synth2d", "--out", str(raw)]) == 0
+    path = sorted((raw / "imagesTr").glob("*.nii.gz"))[0]
+    img = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(img)
+    arr.flat[arr.size // 2] = np.nan
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(img)
+    sitk.WriteImage(bad, str(path))
+    assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 1
+    _one_error_line(capsys, str(path), "NaN or inf")

@@ -3,6 +3,7 @@ at the archive root) through download (archive, file:// URL, folder), preprocess
 min-max, CurvatureFlow; ABD's split and first-202-slices budget) and a training run to metrics."""
 
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -127,3 +128,16 @@ def test_incomplete_folder_is_refused_naming_the_file(archive, tmp_path):
     with pytest.raises(SslsegError, match="1 PROMISE12 file\\(s\\) missing, e.g. Case17_segmentation.mhd"):
         DATASETS["promise12"].download(str(partial), tmp_path / "raw")
     assert not (tmp_path / "raw" / "mhd").exists()
+
+
+def test_a_segmentation_on_another_grid_is_refused(archive, tmp_path):
+    _, folder = archive
+    raw = tmp_path / "raw" / "mhd"
+    shutil.copytree(folder, raw)
+    seg = sitk.ReadImage(str(raw / "Case07_segmentation.mhd"))
+    seg.SetOrigin((0.0, 0.0, 12.0))  # shifted by three slices
+    sitk.WriteImage(seg, str(raw / "Case07_segmentation.mhd"))
+    spec = DATASETS["promise12"]
+    with pytest.raises(SslsegError, match=r"Case07_segmentation.mhd: not on the grid of Case07.mhd .*origin"):
+        spec.preprocess(spec, tmp_path / "raw", tmp_path / "prepared")
+    assert not (tmp_path / "prepared" / "cases").exists()

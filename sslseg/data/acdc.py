@@ -24,7 +24,7 @@ from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import incoming, sha256sum, unpack
 from sslseg.data.prepare import labelled_by_slices, minmax, volume_slices, write_cases, write_tables
-from sslseg.io import Case, Geometry, check_case, read_nifti, replace_folder
+from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, replace_folder
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
 
@@ -104,9 +104,7 @@ def _nifti_volume(root: Path, vol: str) -> Case:
     folder = root / "database" / "training" / patient
     img_path, gt_path = folder / f"{vol}.nii.gz", folder / f"{vol}_gt.nii.gz"
     image, geom = read_nifti(img_path)
-    label, lgeom = read_nifti(gt_path)
-    if not lgeom.close_to(geom):
-        raise SslsegError(f"{gt_path}: spacing/origin/direction differ from {img_path.name}'s")
+    label = read_label_of(gt_path, image, geom, img_path)
     case = check_case(Case(image[None].astype(np.float32), label, geom), gt_path, len(CLASSES) + 1)
     case.label = case.label.astype(np.uint8)
     case.image = minmax(case.image)

@@ -19,8 +19,8 @@ from scipy import ndimage
 
 from sslseg import SslsegError
 from sslseg.data import DatasetSpec, read_split
-from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_nifti,
-                       replace_folder, write_case, write_json)
+from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_label_of,
+                       read_nifti, replace_folder, write_case, write_json)
 
 __all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
            "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables",
@@ -133,10 +133,8 @@ def _load_pair(raw: Path, case: str, spec: DatasetSpec) -> tuple[np.ndarray, np.
         channels.append(arr)
         geom = geom or g
     lab_path = raw / "labelsTr" / f"{case}.nii.gz"
-    label, lgeom = read_nifti(lab_path)
-    if not lgeom.close_to(geom):
-        raise SslsegError(f"{lab_path}: spacing/origin/direction differ from the image's ({lgeom} vs {geom})")
     image = np.stack(channels).astype(np.float32)
+    label = read_label_of(lab_path, image, geom, raw / "imagesTr" / f"{case}_0000.nii.gz")
     check_case(Case(image, label, geom), lab_path, spec.info.n_classes)
     return image, label.astype(np.uint8), geom
 

@@ -26,7 +26,7 @@ from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import incoming, unpack
 from sslseg.data.prepare import labelled_by_slices, volume_slices, write_cases, write_tables
-from sslseg.io import Case, Geometry, check_case, read_nifti, replace_folder
+from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, replace_folder
 
 __all__ = ["URL", "SHA256", "SIZE", "BUDGET_SLICES", "nearest_resize", "preprocess_slices"]
 
@@ -92,9 +92,9 @@ def _install(source: str, raw: Path, tree: Path, digest: str | None) -> dict:
 def _volume(root: Path, cid: str, n_classes: int) -> Case:
     img_path, seg_path = root / f"{cid}.mhd", root / f"{cid}_segmentation.mhd"
     image, geom = read_nifti(img_path)
-    label, _ = read_nifti(seg_path)
-    if image.ndim != 3 or label.shape != image.shape:
-        raise SslsegError(f"{seg_path}: shape {label.shape} differs from {img_path.name}'s {image.shape}")
+    if image.ndim != 3:
+        raise SslsegError(f"{img_path}: expected a 3D volume, got shape {image.shape}")
+    label = read_label_of(seg_path, image, geom, img_path)
     check_case(Case(image[None].astype(np.float32), label, geom), seg_path, n_classes)
     _, h, w = image.shape
     sx, sy, sz = geom.spacing
