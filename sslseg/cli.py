@@ -48,14 +48,21 @@ def cmd_download(args) -> None:
         source, sha256 = (entry, sha256) if isinstance(entry, str) else (entry["url"], sha256 or entry.get("sha256"))
     facts = spec.download(source or "", Path(args.out), sha256) or {}
     write_json(Path(args.out) / "download.json", {"dataset": args.dataset, "source": source or "(default)", **facts})
+    facts = ", ".join(f"{k} {v}" for k, v in facts.items())
+    _done("download", f"{args.dataset} from {source or 'its default source'} into {args.out}"
+                      + (f" ({facts})" if facts else ""))
 
 
 def cmd_preprocess(args) -> None:
-    from sslseg.data import DATASETS, check_splits
+    from sslseg.data import DATASETS, check_splits, load_prepared
 
     spec = DATASETS[args.dataset]
     check_splits(spec.name)
     spec.preprocess(spec, Path(args.raw), Path(args.out))
+    _, cases = load_prepared(Path(args.out))
+    counts = cases["split"].value_counts()
+    _done("preprocess", f"{len(cases)} cases of {spec.name} (" + ", ".join(
+        f"{counts.get(k, 0)} {k}" for k in ("train", "val", "test")) + f") in {args.out}")
 
 
 def cmd_train(args) -> None:
@@ -88,7 +95,8 @@ def cmd_infer(args) -> None:
     from sslseg.infer import infer
 
     a = _stage_args(args, inference_args, ("protocol", "overlap", "mode", "batch_size"))
-    infer(Path(args.model), Path(args.prepared), Path(args.out), args.split, device=args.device, **a)
+    paths = infer(Path(args.model), Path(args.prepared), Path(args.out), args.split, device=args.device, **a)
+    _done("infer", f"{len(paths)} {args.split} predictions in {args.out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -96,8 +104,10 @@ def cmd_evaluate(args) -> None:
     from sslseg.evaluate import evaluate
 
     a = _stage_args(args, evaluation_args, ("protocol", "empty_policy"))
-    evaluate(Path(args.pred), Path(args.prepared), Path(args.out), args.split, a.get("protocol", "strict"),
-             a.get("empty_policy"))
+    df = evaluate(Path(args.pred), Path(args.prepared), Path(args.out), args.split, a.get("protocol", "strict"),
+                  a.get("empty_policy"))
+    _done("evaluate", f"{df['case'].nunique()} cases x {df['class_name'].nunique()} structures in {args.out} "
+                      f"(mean Dice {df['dice'].mean():.4f})")
 
 
 def cmd_aggregate(args) -> None:
@@ -106,6 +116,11 @@ def cmd_aggregate(args) -> None:
 
     spec = _json_arg(args.spec, "a report specification") if args.spec else report_spec(_config(args), args.bench)
     aggregate(spec, Path(args.results), Path(args.prepared))
+    _done("aggregate", f"tables of {spec['name']} in {args.results} (summary.txt, table.md, tables.xlsx)")
+
+
+def _done(command: str, what: str) -> None:
+    print(f"sslseg {command}: wrote {what}", flush=True)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -206,6 +206,8 @@ def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", 
         raise SslsegError(f"{model_path}: a {info['dims']}D model of {info['in_channels']} channel(s) and "
                           f"{info['n_classes']} classes cannot predict {meta.name} ({meta.dims}D, {meta.in_channels} "
                           f"channel(s), {meta.n_classes} classes)")
+    if info.get("dataset", meta.name) != meta.name:  # models written before the name was recorded: shape check only
+        raise SslsegError(f"{model_path}: trained on {info['dataset']!r}; {prepared} holds {meta.name!r}")
     model.to(claim_device(device))
     ids = cases.loc[cases["split"] == split, "case"].tolist()
     if not ids:

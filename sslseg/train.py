@@ -180,7 +180,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     if resume.is_file():
         _restore(resume, chash, m, opts, sampler, run, stages)
 
-    t0 = time.time()
+    t0, first = time.time(), run.step
     m.train()
     total = sched["iterations"]
     with _StopSignal() as stop:
@@ -217,8 +217,11 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             m.end_iteration(step, validation)
             run.log.append(row)
             if it % log_every == 0 or row["val_dice"] != "":
+                per_it = (time.time() - t0) / (it - first)
                 print(f"[sslseg train] {spec.bench}/{spec.label}/l{spec.budget}/seed{spec.seed} it {it}/{total} "
-                      f"loss {row['loss']:.4f} lr {lr:.5f} val_dice {row['val_dice']}", flush=True)
+                      f"loss {row['loss']:.4f} lr {lr:.5f}"
+                      + (f" val_dice {row['val_dice']:.4f}" if row["val_dice"] != "" else "") + f" {per_it:.2f} s/it "
+                      f"eta {_duration(per_it * (total - it))}", flush=True)
             if it % ckpt_every == 0 and it < total:
                 _save_resume(resume, m, opts, sampler, run, run.wall + time.time() - t0, chash)
     run.wall += time.time() - t0
@@ -233,6 +236,12 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
         raise TrainingInterrupted(f"stopped by signal {stop.received} before iteration {run.step}; resume state "
                                   f"saved in {resume}; rerun the same command to continue")
     return resume
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _check_writable(out: Path) -> None:
@@ -337,7 +346,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
     use_best = selection == "val" and run.best["state"] is not None
     states = run.best["state"] if use_best else _snapshot(m)
     selected = run.best["step"] if selection == "val" else sched["iterations"]
-    meta = {"dims": info.dims, "in_channels": info.in_channels, "n_classes": info.n_classes,
+    meta = {"dataset": info.name, "dims": info.dims, "in_channels": info.in_channels, "n_classes": info.n_classes,
             "patch": list(sched["patch"]), "method": spec.label, "budget": spec.budget, "seed": spec.seed,
             "run": spec.hash, "selection": selection, "selected_iteration": selected}
     ckpt = {"format": CHECKPOINT_FORMAT, "predict": list(m.predict), "info": meta,

@@ -272,3 +272,40 @@ def test_nan_in_a_raw_image_is_found(tmp_path, capsys):
     sitk.WriteImage(bad, str(path))
     assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 1
     _one_error_line(capsys, str(path), "NaN or inf")
+
+
+def test_every_stage_says_what_it_wrote(tiny, prepared, tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    assert main(["download", "--dataset", "synth2d", "--out", str(raw)]) == 0
+    assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"sslseg download: wrote synth2d from its default source into {raw}")
+    assert lines[1].startswith("sslseg preprocess: wrote ") and "train, " in lines[1] and "test) in" in lines[1]
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 2
+    model = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run", log_every=1)
+    train_lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[sslseg train]") and " it " in x]
+    assert train_lines and all(" s/it eta " in x for x in train_lines)
+    assert main(["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out",
+                 str(tmp_path / "pred")]) == 0
+    assert capsys.readouterr().out.startswith("sslseg infer: wrote ")
+    args, _ = _results(tmp_path / "agg")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("sslseg aggregate: wrote tables of b in ")
+
+
+def test_a_model_of_another_dataset_with_the_same_shape_is_refused(tiny, prepared, tmp_path, capsys):
+    import torch
+
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 1
+    model = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run")
+    ckpt = torch.load(model, weights_only=True)
+    assert ckpt["info"]["dataset"] == "synth2d"
+    ckpt["info"]["dataset"] = "acdc"  # one channel and four classes, like synth2d
+    torch.save(ckpt, tmp_path / "acdc.pt")
+    args = ["infer", "--model", str(tmp_path / "acdc.pt"), "--prepared", str(prepared["synth2d"]), "--out",
+            str(tmp_path / "pred")]
+    assert main(args) == 1
+    _one_error_line(capsys, "acdc.pt: trained on 'acdc'", "holds 'synth2d'")
