@@ -62,5 +62,6 @@ def _check_prediction(path: Path, pred: np.ndarray, pgeom, ref: np.ndarray, geom
     if pred.size and (pred.min() < 0 or pred.max() >= n_classes):
         raise SslsegError(f"{path}: label values outside 0..{n_classes - 1} (min {pred.min()}, max {pred.max()})")
     if not pgeom.close_to(geom):
-        raise SslsegError(f"{path}: geometry (spacing {pgeom.spacing}, origin {pgeom.origin}) differs from the "
-                          f"reference's (spacing {geom.spacing}, origin {geom.origin})")
+        raise SslsegError(f"{path}: geometry (spacing {pgeom.spacing}, origin {pgeom.origin}, direction "
+                          f"{pgeom.direction}) differs from the reference's (spacing {geom.spacing}, origin "
+                          f"{geom.origin}, direction {geom.direction})")

@@ -141,6 +141,9 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     cls = METHODS[spec.method]
     if why := dims_error(spec.method, info.dims):
         raise SslsegError(f"method {why}; {spec.bench!r} is {info.dims}D")
+    if missing := [n for n in cls.networks if n not in spec.networks]:
+        raise SslsegError(f"run specification: {spec.method!r} trains networks {list(cls.networks)}; the "
+                          f"specification describes {list(spec.networks)} (missing {missing})")
     sched, chash = spec.schedule, spec.hash
     ckpt_every = ckpt_every or int(os.environ.get("SSLSEG_CKPT_EVERY", 200))
     if spec.warm_start and init is None:

@@ -309,3 +309,14 @@ def test_a_model_of_another_dataset_with_the_same_shape_is_refused(tiny, prepare
             str(tmp_path / "pred")]
     assert main(args) == 1
     _one_error_line(capsys, "acdc.pt: trained on 'acdc'", "holds 'synth2d'")
+
+
+def test_a_hand_edited_spec_without_a_methods_network(tiny, prepared, tmp_path, capsys):
+    from sslseg.config import run_spec, validate
+
+    b = dict(tiny["synth2d"], methods=["supervised", "cps"])
+    spec = json.loads(run_spec(validate({"benchmarks": {"t": b}}), "t", "cps", 1, 0).to_json())
+    del spec["networks"]["second"]
+    args = ["train", "--spec", json.dumps(spec), "--prepared", str(prepared["synth2d"]), "--out", str(tmp_path / "o")]
+    assert main(args) == 1
+    _one_error_line(capsys, "'cps' trains networks ['student', 'second']", "missing ['second']")
