@@ -161,12 +161,12 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
     rows = _paper_rows(cells, pvals, bench, meta)
     _write_text(out / "table.md", _table_md(rows, meta, unit, bench))
     _write_text(out / "table.tex", _table_tex(rows, meta, unit, bench))
+    sheets = {"overall": cells[cells["group"] == "overall"], "per_class": cells[cells["group"] != "overall"],
+              "per_seed": seeds, "pvalues": pvals, "wall_times": walls,
+              "protocol": pd.DataFrame({"note": _footer(bench, unit)})}
     with atomic_path(out / "tables.xlsx") as tmp:
-        with pd.ExcelWriter(tmp, engine="openpyxl") as xw:
-            cells[cells["group"] == "overall"].to_excel(xw, sheet_name="overall", index=False)
-            cells[cells["group"] != "overall"].to_excel(xw, sheet_name="per_class", index=False)
-            seeds.to_excel(xw, sheet_name="per_seed", index=False)
-            pvals.to_excel(xw, sheet_name="pvalues", index=False)
-            walls.to_excel(xw, sheet_name="wall_times", index=False)
-            pd.DataFrame({"note": _footer(bench, unit)}).to_excel(xw, sheet_name="protocol", index=False)
+        xw = pd.ExcelWriter(tmp, engine="openpyxl")  # saved by close() only: an interruption leaves no workbook
+        for sheet, df in sheets.items():
+            df.to_excel(xw, sheet_name=sheet, index=False)
+        xw.close()
     _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit))

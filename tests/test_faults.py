@@ -320,3 +320,114 @@ def test_a_hand_edited_spec_without_a_methods_network(tiny, prepared, tmp_path, 
     args = ["train", "--spec", json.dumps(spec), "--prepared", str(prepared["synth2d"]), "--out", str(tmp_path / "o")]
     assert main(args) == 1
     _one_error_line(capsys, "'cps' trains networks ['student', 'second']", "missing ['second']")
+
+
+# ---------------------------------------------------------------- what else a careful user tries
+
+
+def test_a_corrupt_nifti_header_is_named(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    from sslseg.io import Geometry, read_nifti, write_nifti
+
+    path = tmp_path / "img.nii.gz"
+    write_nifti(path, np.zeros((3, 4, 5), np.float32), Geometry((1.0, 1.0, 2.0)))
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    data[40:42] = (9).to_bytes(2, "little")  # dim[0] = 9: more axes than NIfTI allows
+    path.write_bytes(gzip.compress(bytes(data)))
+    with pytest.raises(SslsegError, match=r"img.nii.gz: malformed NIfTI \(dim\[0\] = 9\)"):
+        read_nifti(path)
+
+
+def _raw_synth3d(tmp_path):
+    raw = tmp_path / "raw"
+    assert main(["download", "--dataset", "synth3d", "--out", str(raw)]) == 0
+    return raw, sorted((raw / "imagesTr").glob("*.nii.gz"))[0], sorted((raw / "labelsTr").glob("*.nii.gz"))[0]
+
+
+def test_a_4d_image_and_a_fractional_label_are_named(tmp_path, capsys):
+    import numpy as np
+
+    raw, img_path, lab_path = _raw_synth3d(tmp_path)
+    capsys.readouterr()
+    img = sitk.ReadImage(str(img_path))
+    arr = sitk.GetArrayFromImage(img)
+    four = sitk.JoinSeries([img, img])  # a time series where a volume is expected
+    sitk.WriteImage(four, str(img_path))
+    assert main(["preprocess", "--dataset", "synth3d", "--raw", str(raw), "--out", str(tmp_path / "p")]) == 1
+    _one_error_line(capsys, str(img_path), "a 4D image; one 3D volume per channel file is expected")
+    sitk.WriteImage(img, str(img_path))
+    lab = sitk.ReadImage(str(lab_path))
+    frac = sitk.GetImageFromArray(sitk.GetArrayFromImage(lab).astype(np.float32) + 0.5)
+    frac.CopyInformation(lab)
+    sitk.WriteImage(frac, str(lab_path))
+    assert main(["preprocess", "--dataset", "synth3d", "--raw", str(raw), "--out", str(tmp_path / "p")]) == 1
+    _one_error_line(capsys, str(lab_path), "label values [0.5")
+    assert arr.ndim == 3 and not (tmp_path / "p" / "cases").exists()
+
+
+def test_non_ascii_paths_work(tmp_path, capsys):
+    root = tmp_path / "données" / "Ärzte ü"
+    raw, out = root / "raw", root / "prepared"
+    assert main(["download", "--dataset", "synth2d", "--out", str(raw)]) == 0
+    assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 0
+    assert (out / "cases.csv").is_file()
+
+
+def test_an_interrupted_download_keeps_the_earlier_one(tmp_path, monkeypatch):
+    import zipfile
+
+    import sslseg.data.download as download
+
+    archive = tmp_path / "acdc.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("data/slices/x.h5", b"0" * 1000)
+    raw = tmp_path / "raw"
+    (raw / "h5").mkdir(parents=True)
+    (raw / "h5" / "earlier.txt").write_text("an earlier, complete download\n")
+
+    def interrupted(src, dst, *args, **kwargs):
+        open(dst, "wb").write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download.shutil, "copyfile", interrupted)
+    assert main(["download", "--dataset", "acdc", "--source", str(archive), "--out", str(raw)]) == 130
+    assert sorted(p.name for p in raw.iterdir()) == ["h5"]  # no .incoming, no partial archive
+    assert (raw / "h5" / "earlier.txt").is_file()
+
+
+def test_a_killed_aggregate_leaves_the_earlier_summary(tmp_path, monkeypatch):
+    import os
+
+    import pandas as pd
+
+    args, results = _results(tmp_path)
+    assert main(args) == 0
+    before = (results / "summary.txt").read_bytes(), os.stat(results / "summary.txt").st_mtime_ns
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_excel", killed)
+    assert main(args) == 130
+    # summary.txt, the workflow's target, is written last: it still is the earlier one, so Snakemake reruns
+    assert ((results / "summary.txt").read_bytes(), os.stat(results / "summary.txt").st_mtime_ns) == before
+    assert not [p.name for p in results.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_full_disk_at_a_training_checkpoint_is_one_line(tiny, prepared, tmp_path, capsys, monkeypatch):
+    import sslseg.train
+    from sslseg.config import run_spec, validate
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(sslseg.train, "write_torch", full)
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 2
+    spec = run_spec(validate({"benchmarks": {"t": b}}), "t", "supervised", 1, 0).to_json()
+    out = tmp_path / "o"
+    assert main(["train", "--spec", spec, "--prepared", str(prepared["synth2d"]), "--out", str(out)]) == 1
+    _one_error_line(capsys, str(out / "model.pt"), "No space left on device")

@@ -128,6 +128,8 @@ def _load_pair(raw: Path, case: str, spec: DatasetSpec) -> tuple[np.ndarray, np.
     for k in range(spec.info.in_channels):
         path = raw / "imagesTr" / f"{case}_{k:04d}.nii.gz"
         arr, g = read_nifti(path)
+        if arr.ndim != 3:
+            raise SslsegError(f"{path}: a {arr.ndim}D image; one 3D volume per channel file is expected")
         if geom is not None and (arr.shape != channels[0].shape or not g.close_to(geom)):
             raise SslsegError(f"{path}: shape or geometry differs from channel 0 of case {case}")
         channels.append(arr)
