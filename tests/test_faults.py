@@ -236,6 +236,11 @@ def test_device_and_seed_mistakes_are_one_line(tiny, prepared, tmp_path, capsys,
     _one_error_line(capsys, "--device 'cuda'", "sees no CUDA device")
     assert main(infer + ["--device", "gpu7"]) == 1
     _one_error_line(capsys, "--device 'gpu7': not a device name")
+    from test_io_errors import _train_args
+
+    assert main(_train_args(_config(tmp_path), tmp_path, prepared=prepared["synth2d"])[:-6] + [
+        "--seed", "-1", "--prepared", str(prepared["synth2d"]), "--out", str(tmp_path / "o")]) == 1
+    _one_error_line(capsys, "--seed -1: seeds are integers >= 0")
     spec = json.loads(run_spec(validate({"benchmarks": {"t": b}}), "t", "supervised", 1, 0).to_json())
     spec["seed"] = -1
     train = ["train", "--spec", json.dumps(spec), "--prepared", str(prepared["synth2d"]), "--out", str(tmp_path / "o")]
@@ -431,3 +436,34 @@ def test_a_full_disk_at_a_training_checkpoint_is_one_line(tiny, prepared, tmp_pa
     out = tmp_path / "o"
     assert main(["train", "--spec", spec, "--prepared", str(prepared["synth2d"]), "--out", str(out)]) == 1
     _one_error_line(capsys, str(out / "model.pt"), "No space left on device")
+
+
+def test_a_3d_model_for_a_2d_benchmark(tiny, prepared, tmp_path, capsys):
+    b = tiny["synth3d"]
+    b["schedule"]["iterations"] = 1
+    model = fit(b, "supervised", 2, 0, prepared["synth3d"], tmp_path / "run")
+    out = tmp_path / "pred"
+    assert main(["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out", str(out)]) == 1
+    _one_error_line(capsys, str(model), "a 3D model", "cannot predict synth2d (2D")
+    assert not out.exists() and not out.with_name(".pred.tmp").exists()
+
+
+def test_a_diverging_loss_stops_training_naming_the_iteration(tiny, prepared, tmp_path, monkeypatch):
+    import torch
+
+    from sslseg.methods.supervised import Supervised
+
+    def diverged(self, batch, step):
+        return torch.tensor(float("nan"), requires_grad=True), {}
+
+    monkeypatch.setattr(Supervised, "training_step", diverged)
+    with pytest.raises(SslsegError, match="supervised: loss became nan at iteration 0"):
+        fit(tiny["synth2d"], "supervised", 1, 0, prepared["synth2d"], tmp_path / "o")
+
+
+def test_the_workflow_schema_is_the_packages():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    wf, pkg = root / "workflow" / "schemas" / "config.schema.yaml", root / "sslseg" / "schemas" / "config.schema.yaml"
+    assert wf.resolve() == pkg.resolve()
