@@ -442,6 +442,10 @@ def test_warm_start_except_trains_from_scratch(tiny):
     ("unimatch", {"p_fp": 1.5}, "'p_fp' of method 'unimatch' must be in [0, 1], got 1.5"),
     ("fixmatch", {"threshold": 2}, "'threshold' of method 'fixmatch' must be in [0, 1], got 2"),
     ("bcp", {"u_weight": -0.5}, "'u_weight' of method 'bcp' must be in [0, inf], got -0.5"),
+    ("aigcmatch", {"p_fp_max": 1.5}, "method 'aigcmatch': p_fp_max must be in (0, 1)"),
+    ("egm_dt", {"static_step": -0.1}, "'static_step' of method 'egm_dt' must be in [0, 1], got -0.1"),
+    ("sscd", {"p_kl": 2.0}, "'p_kl' of method 'sscd' must be in [0, 1], got 2.0"),
+    ("sscd", {"ema_decay": 1.5}, "'ema_decay' of method 'sscd' must be in [0, 1], got 1.5"),
 ])
 def test_hyper_parameters_out_of_range_name_the_range(tiny, method, hp, needle):
     b = dict(tiny["synth2d"], methods=["supervised", method], hparams={method: hp})

@@ -46,6 +46,8 @@ class EdgeGuidedDualTeacher(BCP):
         static_min: float = 500 / 30000
         static_max: float = 2000 / 30000
 
+        RANGES = {**BCP.Params.RANGES, "box_end": (0, 1), "static_step": (0, 1)}
+
         def __post_init__(self):
             super().__post_init__()
             if not 0 < self.box_end <= self.box:
