@@ -35,7 +35,19 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return f"{mean * s:.2f} ± {std * s:.2f}" if not math.isnan(std) else f"{mean * s:.2f}"
 
 
-def _footer(spec: dict, unit: str) -> list[str]:
+def _budget(n: int, unit: str) -> str:
+    """"1 labelled patient", "3 labelled patients"."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
+def wilcoxon_floor(n_cases: int, n_tests: int) -> float:
+    """The smallest Holm-corrected p-value a two-sided Wilcoxon signed-rank test of ``n_cases`` pairs can reach
+    among ``n_tests`` comparisons: all differences of one sign give p = 2 / 2^n exactly, and Holm multiplies the
+    smallest p by the number of comparisons."""
+    return min(1.0, n_tests * 2.0 / 2.0 ** n_cases)
+
+
+def _footer(spec: dict, unit: str, n_cases: int | None = None, n_tests: int | None = None) -> list[str]:
     proto = PROTOCOLS[spec["protocol"]]
     order = {"cases-then-classes": "over test cases per class, then over classes",
              "classes-then-cases": "over classes per test case, then over cases"}[proto.aggregation]
@@ -51,11 +63,19 @@ def _footer(spec: dict, unit: str) -> list[str]:
         "Tests: per-case class mean averaged over seeds, method vs reference, paired t-test and Wilcoxon signed-rank,"
         f" Holm-corrected per metric; * marks Holm-corrected Wilcoxon p < {ALPHA} with the"
         " method better than the reference, † with it worse.",
-    ]
+    ] + _too_few(n_cases, n_tests)
+
+
+def _too_few(n_cases: int | None, n_tests: int | None) -> list[str]:
+    if not n_cases or not n_tests or wilcoxon_floor(n_cases, n_tests) < ALPHA:
+        return []
+    return [f"Note: with {n_cases} test cases and {n_tests} comparison(s) per metric, the smallest Holm-corrected "
+            f"Wilcoxon p-value possible is {wilcoxon_floor(n_cases, n_tests):.3g} >= {ALPHA}: no difference can be "
+            "marked significant here, whatever the results."]
 
 
 def _summary_txt(cells: pd.DataFrame, walls: pd.DataFrame, bench: dict, name: str, meta: DatasetInfo,
-                 unit: str) -> str:
+                 unit: str, notes: list[str]) -> str:
     classes = [n for n, _ in meta.groups.values()]
     tail = [meta.groups[t][0] for t in meta.tail]
     out = [f"Benchmark {name}: dataset {meta.name}, methods {', '.join(bench['methods'])}, "
@@ -66,7 +86,7 @@ def _summary_txt(cells: pd.DataFrame, walls: pd.DataFrame, bench: dict, name: st
         for method in bench["methods"]:
             sub = cells[(cells["method"] == method) & (cells["budget"] == budget)].set_index("group")
             n_seeds = int(sub["n_seeds"].max())
-            out += [f"== {method} | {budget} {meta.budget_unit} | {n_seeds} seed(s) ==", header]
+            out += [f"== {method} | {_budget(budget, meta.budget_unit)} | {n_seeds} seed(s) ==", header]
             for group in classes + ["overall"] + (["tail"] if tail else []):
                 if group not in sub.index:
                     continue
@@ -78,7 +98,7 @@ def _summary_txt(cells: pd.DataFrame, walls: pd.DataFrame, bench: dict, name: st
     for (method, budget), w in walls.groupby(["method", "budget"], sort=False):
         out.append(f"  {method:14s} {budget:>4}: {w['wall_time_s'].mean() / 60:7.1f} min  ({', '.join(sorted(set(w['device'])))})")
     out.append("")
-    return "\n".join(out + _footer(bench, unit)) + "\n"
+    return "\n".join(out + notes) + "\n"
 
 
 def _paper_rows(cells: pd.DataFrame, pvals: pd.DataFrame, bench: dict, meta: dict) -> list[list[str]]:
@@ -101,28 +121,29 @@ def _paper_rows(cells: pd.DataFrame, pvals: pd.DataFrame, bench: dict, meta: dic
     return rows
 
 
-def _table_md(rows, meta, unit, bench) -> str:
-    head = ["Method", f"Labelled ({meta.budget_unit})"] + [
+def _table_md(rows, meta, unit, notes) -> str:
+    head = ["Method", meta.budget_unit.capitalize()] + [
         LABELS[m] + (f" ({unit})" if m in ("hd95", "asd") else "") for m in METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in r) + " |")
-    return "\n".join(lines + [""] + [f"{x}  " for x in _footer(bench, unit)]) + "\n"
+    return "\n".join(lines + [""] + [f"{x}  " for x in notes]) + "\n"
 
 
-def _table_tex(rows, meta, unit, bench) -> str:
+def _table_tex(rows, meta, unit, notes) -> str:
     esc = lambda s: (s.replace("_", r"\_").replace("±", r"$\pm$").replace("*", r"$^{*}$")  # noqa: E731
                      .replace("†", r"$^{\dagger}$"))
-    head = ["Method", "Labelled"] + [LABELS[m].replace("%", r"\%") + (f" ({unit})" if m in ("hd95", "asd") else "")
-                                     for m in METRICS]
-    lines = [r"\begin{tabular}{ll" + "c" * len(METRICS) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    head = ["Method", meta.budget_unit.capitalize()] + [
+        LABELS[m].replace("%", r"\%") + (f" ({unit})" if m in ("hd95", "asd") else "") for m in METRICS]
+    lines = [r"% needs \usepackage{booktabs} (\toprule, \midrule, \bottomrule); plain LaTeX otherwise",
+             r"\begin{tabular}{ll" + "c" * len(METRICS) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     last = None
     for r in rows:
         if last is not None and r[1][0] != last:
             lines.append(r"\midrule")
         last = r[1][0]
         lines.append(" & ".join(rf"\textbf{{{esc(t)}}}" if b else esc(t) for t, b in r) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", "% " + "\n% ".join(_footer(bench, unit))]
+    lines += [r"\bottomrule", r"\end{tabular}", "% " + "\n% ".join(notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -146,27 +167,28 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
     cells = cell_table(seeds)
     pvals = paired_tests(per_case, bench["reference"])
     walls = load_wall_times(results, bench)
+    notes = _footer(bench, unit, per_case["case"].nunique(), int((pvals["metric"] == "dice").sum()))
     with atomic_path(out / "per_case.csv") as tmp:
         per_case.to_csv(tmp, index=False)
     with atomic_path(out / "pvalues.csv") as tmp:
         pvals.to_csv(tmp, index=False)
     summary = {"benchmark": name, "dataset": meta.name, "protocol": bench["protocol"], "unit": unit,
                "empty_policy": bench["empty_policy"], "selection": bench["selection"],
-               "reference": bench["reference"], "std_ddof": 1, "notes": _footer(bench, unit),
+               "reference": bench["reference"], "std_ddof": 1, "notes": notes,
                "cells": cells.replace({np.nan: None}).to_dict(orient="records"),
                "per_seed": seeds.replace({np.nan: None}).to_dict(orient="records"),
                "pvalues": pvals.replace({np.nan: None}).to_dict(orient="records"),
                "wall_times": walls.to_dict(orient="records")}
     write_json(out / "summary.json", summary)
     rows = _paper_rows(cells, pvals, bench, meta)
-    _write_text(out / "table.md", _table_md(rows, meta, unit, bench))
-    _write_text(out / "table.tex", _table_tex(rows, meta, unit, bench))
+    _write_text(out / "table.md", _table_md(rows, meta, unit, notes))
+    _write_text(out / "table.tex", _table_tex(rows, meta, unit, notes))
     sheets = {"overall": cells[cells["group"] == "overall"], "per_class": cells[cells["group"] != "overall"],
               "per_seed": seeds, "pvalues": pvals, "wall_times": walls,
-              "protocol": pd.DataFrame({"note": _footer(bench, unit)})}
+              "protocol": pd.DataFrame({"note": notes})}
     with atomic_path(out / "tables.xlsx") as tmp:
         xw = pd.ExcelWriter(tmp, engine="openpyxl")  # saved by close() only: an interruption leaves no workbook
         for sheet, df in sheets.items():
             df.to_excel(xw, sheet_name=sheet, index=False)
         xw.close()
-    _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit))
+    _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit, notes))

@@ -1,0 +1,33 @@
+"""Table wording: the budget header, singular budgets, the packages table.tex needs, and the note when the test
+can never reach significance with so few test cases."""
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from sslseg.cli import main
+from sslseg.report import wilcoxon_floor
+from test_faults import _results
+
+
+def test_wilcoxon_floor_is_the_exact_smallest_p():
+    assert wilcoxon_floor(4, 1) == 0.125  # synth3d: 4 test cases
+    assert wilcoxon_floor(6, 1) == 2 / 64 and wilcoxon_floor(6, 2) == 4 / 64
+    assert wilcoxon_floor(2, 3) == 1.0
+    for n in (4, 6, 8):  # all differences of one sign: the smallest p the exact test gives
+        assert wilcoxon(np.arange(1, n + 1) * 0.1).pvalue == pytest.approx(wilcoxon_floor(n, 1))
+
+
+def test_tables_read_cleanly_and_say_when_significance_is_impossible(tmp_path):
+    args, results = _results(tmp_path)
+    assert main(args) == 0
+    md = (results / "table.md").read_text()
+    assert md.startswith("| Method | Labelled patients | Dice (%) |")
+    txt = (results / "summary.txt").read_text()
+    assert "== supervised | 1 labelled patient | 1 seed(s) ==" in txt
+    tex = (results / "table.tex").read_text()
+    assert tex.splitlines()[0].startswith(r"% needs \usepackage{booktabs}")
+    assert "Labelled patients" in tex.splitlines()[3]
+    # 2 test cases, 1 comparison per metric: p >= 2 / 2^2 = 0.5
+    note = "with 2 test cases and 1 comparison(s) per metric, the smallest Holm-corrected Wilcoxon p-value possible is 0.5"
+    assert note in txt and note in md and note in tex
