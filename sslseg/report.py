@@ -147,6 +147,38 @@ def _table_tex(rows, meta, unit, notes) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _readable(df: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """A table for people: Dice and Jaccard in %, distance columns named with their unit."""
+    df = df.copy()
+    for col in list(df.columns):
+        metric = col.split("_")[0]
+        if metric in ("dice", "jaccard") and col.endswith(("_mean", "_std")) or col in ("dice", "jaccard"):
+            df[col] = df[col] * 100
+            df = df.rename(columns={col: f"{col} (%)"})
+        elif metric in ("hd95", "asd") and (col.endswith(("_mean", "_std")) or col in ("hd95", "asd")):
+            df = df.rename(columns={col: f"{col} ({unit})"})
+    return df
+
+
+def _write_xlsx(path: Path, sheets: dict[str, pd.DataFrame], title: str) -> None:
+    """One sheet per view: a title row, the header frozen below it, fixed decimals (p-values in scientific
+    notation), columns as wide as their content. Saved by ``close`` only, so an interruption leaves no workbook."""
+    xw = pd.ExcelWriter(path, engine="openpyxl")
+    for name, df in sheets.items():
+        df.to_excel(xw, sheet_name=name, index=False, startrow=1)
+        ws = xw.sheets[name]
+        ws.cell(row=1, column=1, value=f"{title} -- {name.replace('_', ' ')}")
+        ws.freeze_panes = "A3"
+        for j, col in enumerate(df.columns, start=1):
+            fmt = "0.00E+00" if col.startswith("p_") else "0.00"
+            if pd.api.types.is_float_dtype(df[col]):
+                for row in ws.iter_rows(min_row=3, min_col=j, max_col=j):
+                    row[0].number_format = fmt
+            width = max([len(str(col))] + [len(f"{v:.2f}" if isinstance(v, float) else str(v)) for v in df[col]])
+            ws.column_dimensions[ws.cell(row=2, column=j).column_letter].width = min(width + 2, 60)
+    xw.close()
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -186,9 +218,8 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
     sheets = {"overall": cells[cells["group"] == "overall"], "per_class": cells[cells["group"] != "overall"],
               "per_seed": seeds, "pvalues": pvals, "wall_times": walls,
               "protocol": pd.DataFrame({"note": notes})}
+    title = (f"{name} ({meta.name}): protocol {bench['protocol']}, distances in {unit}, empty policy "
+             f"{bench['empty_policy']}, selection {bench['selection']}; Dice and Jaccard in %")
     with atomic_path(out / "tables.xlsx") as tmp:
-        xw = pd.ExcelWriter(tmp, engine="openpyxl")  # saved by close() only: an interruption leaves no workbook
-        for sheet, df in sheets.items():
-            df.to_excel(xw, sheet_name=sheet, index=False)
-        xw.close()
+        _write_xlsx(tmp, {k: _readable(v, unit) for k, v in sheets.items()}, title)
     _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit, notes))

@@ -31,3 +31,26 @@ def test_tables_read_cleanly_and_say_when_significance_is_impossible(tmp_path):
     # 2 test cases, 1 comparison per metric: p >= 2 / 2^2 = 0.5
     note = "with 2 test cases and 1 comparison(s) per metric, the smallest Holm-corrected Wilcoxon p-value possible is 0.5"
     assert note in txt and note in md and note in tex
+
+
+def test_the_workbook_is_formatted_for_reading(tmp_path):
+    import openpyxl
+    import pandas as pd
+
+    args, results = _results(tmp_path)
+    assert main(args) == 0
+    wb = openpyxl.load_workbook(results / "tables.xlsx")
+    assert wb.sheetnames == ["overall", "per_class", "per_seed", "pvalues", "wall_times", "protocol"]
+    ws = wb["overall"]
+    assert ws["A1"].value.startswith("b (synth2d): protocol ") and "Dice and Jaccard in %" in ws["A1"].value
+    assert ws.freeze_panes == "A3"
+    header = [c.value for c in ws[2]]
+    dice = header.index("dice_mean (%)") + 1
+    per_case = pd.read_csv(results / "per_case.csv")
+    expected = per_case[per_case["method"] == "supervised"].groupby("class_name")["dice"].mean().mean() * 100
+    assert ws.cell(row=3, column=dice).value == pytest.approx(expected)  # in %, not a fraction
+    assert ws.cell(row=3, column=dice).number_format == "0.00"
+    assert ws.column_dimensions[ws.cell(row=2, column=dice).column_letter].width >= len("dice_mean (%)")
+    assert any(h.startswith("hd95_mean (") for h in header)
+    p = [c.value for c in wb["pvalues"][2]].index("p_wilcoxon_holm") + 1
+    assert wb["pvalues"].cell(row=3, column=p).number_format == "0.00E+00"
