@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ def _load_problem(path: Path, e: Exception) -> str:
         return "not a PyTorch file"
     if "Weights only load failed" in text or "weights_only" in text:
         return "it holds Python objects besides tensors; sslseg never loads those, as they could run code"
-    if "zip archive" in text or "central directory" in text:
+    if (head.startswith(b"PK") and not zipfile.is_zipfile(path)) or "zip archive" in text or "central directory" in text:
         return "truncated or not a PyTorch archive"
     if isinstance(e, pickle.UnpicklingError) or "load key" in text:
         return "not a PyTorch file"
@@ -176,7 +177,9 @@ def build_predictor(ckpt: dict, path: Path) -> torch.nn.Module:
             net.load_state_dict(entry["state_dict"])
             nets.append(net)
     except (RuntimeError, KeyError, SslsegError) as e:
-        raise SslsegError(f"{path}: not a usable sslseg model ({str(e).splitlines()[0]})") from None
+        text = " ".join(str(e).split())  # torch's multi-line state-dict message on one line, without its preamble
+        detail = (text.split(":", 1)[1] if text.startswith("Error(s) in loading") else text).strip()[:300]
+        raise SslsegError(f"{path}: not a usable sslseg model ({detail})") from None
     return (nets[0] if len(nets) == 1 else Ensemble(nets)).eval()
 
 
@@ -213,6 +216,9 @@ def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", 
     if not ids:
         raise SslsegError(f"{Path(prepared) / 'cases.csv'}: split {split!r} has no case")
     out_dir = Path(out_dir)
+    if out_dir.is_dir() and (other := [p.name for p in out_dir.iterdir() if not p.name.endswith(".nii.gz")]):
+        raise SslsegError(f"{out_dir}: holds other files than predictions ({', '.join(sorted(other)[:3])}); "
+                          "the prediction folder is replaced as a whole, so give a new or a prediction folder")
 
     def fill(tmp: Path) -> None:  # earlier predictions in out_dir stay until every case is written
         for cid in ids:

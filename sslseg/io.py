@@ -45,7 +45,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except OSError as e:
+            if e.filename is None:  # a failed write() names no file: name the one being written
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+            raise
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the rest of a group
@@ -164,33 +169,36 @@ def write_case(path: str | os.PathLike, case: Case) -> None:
     try:
         _write_case(path, case)
     except (OSError, RuntimeError) as e:
-        raise SslsegError(f"{path}: could not be written ({e})") from None
+        reason = " ".join(str(getattr(e, "strerror", None) or e).split())
+        raise SslsegError(f"{path}: could not be written ({reason})") from None
 
 
 def _write_case(path: str | os.PathLike, case: Case) -> None:
     geom = case.geom.full()
+    buf = BytesIO()  # built in memory and written with one plain write: HDF5 never meets a full disk
+    with h5py.File(buf, "w") as f:
+        img = np.asarray(case.image, np.float32)
+        f.create_dataset("image", data=img, compression="gzip", chunks=(1,) + _chunks(img.shape[1:]))
+        if case.label is not None:
+            lab = np.asarray(case.label, np.uint8)
+            f.create_dataset("label", data=lab, compression="gzip", chunks=_chunks(lab.shape))
+            if case.fg:
+                for k in np.unique(lab[lab != 0]):
+                    idx = np.flatnonzero(lab == k)
+                    f.create_dataset(f"fg/{int(k)}", data=idx.astype(np.int64), compression="gzip",
+                                     shuffle=True)
+        if case.label_orig is not None:
+            f.create_dataset("label_orig", data=np.asarray(case.label_orig, np.uint8), compression="gzip")
+        f.attrs["format"] = FORMAT
+        f.attrs["spacing"], f.attrs["origin"], f.attrs["direction"] = geom.spacing, geom.origin, geom.direction
+        if case.source is not None:
+            src = case.source.geom.full()
+            f.attrs["orig_spacing"], f.attrs["orig_origin"] = src.spacing, src.origin
+            f.attrs["orig_direction"], f.attrs["orig_shape"] = src.direction, case.source.shape
+            f.attrs["box_start"] = [s.start for s in case.source.box]
+            f.attrs["box_stop"] = [s.stop for s in case.source.box]
     with atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            img = np.asarray(case.image, np.float32)
-            f.create_dataset("image", data=img, compression="gzip", chunks=(1,) + _chunks(img.shape[1:]))
-            if case.label is not None:
-                lab = np.asarray(case.label, np.uint8)
-                f.create_dataset("label", data=lab, compression="gzip", chunks=_chunks(lab.shape))
-                if case.fg:
-                    for k in np.unique(lab[lab != 0]):
-                        idx = np.flatnonzero(lab == k)
-                        f.create_dataset(f"fg/{int(k)}", data=idx.astype(np.int64), compression="gzip",
-                                         shuffle=True)
-            if case.label_orig is not None:
-                f.create_dataset("label_orig", data=np.asarray(case.label_orig, np.uint8), compression="gzip")
-            f.attrs["format"] = FORMAT
-            f.attrs["spacing"], f.attrs["origin"], f.attrs["direction"] = geom.spacing, geom.origin, geom.direction
-            if case.source is not None:
-                src = case.source.geom.full()
-                f.attrs["orig_spacing"], f.attrs["orig_origin"] = src.spacing, src.origin
-                f.attrs["orig_direction"], f.attrs["orig_shape"] = src.direction, case.source.shape
-                f.attrs["box_start"] = [s.start for s in case.source.box]
-                f.attrs["box_stop"] = [s.stop for s in case.source.box]
+        tmp.write_bytes(buf.getvalue())
 
 
 def _open(path: Path) -> h5py.File:

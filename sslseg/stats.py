@@ -38,6 +38,8 @@ def read_metrics(path: Path, expected: set[tuple[str, str]] | None = None) -> pd
         raise SslsegError(f"{path}: unreadable metrics table ({str(e).splitlines()[0]}); rerun `sslseg evaluate`")
     if missing := [c for c in COLUMNS if c not in df]:
         raise SslsegError(f"{path}: not a metrics table of `sslseg evaluate` (no column {', '.join(missing)})")
+    if df[["case", "cls", "class_name", "status", "unit"]].isna().any(axis=None):  # a row cut short
+        raise SslsegError(f"{path}: incomplete rows (a truncated file?); rerun `sslseg evaluate`")
     if expected is not None:
         got = list(zip(df["case"].astype(str), df["class_name"].astype(str)))
         lost = expected - set(got)

@@ -12,6 +12,7 @@ bit for bit where an uninterrupted run would.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import platform
@@ -249,9 +250,11 @@ def _duration(seconds: float) -> str:
 
 def _check_writable(out: Path) -> None:
     """Fail before the work, not at the first checkpoint, when ``out`` cannot take files."""
+    existing = next(p for p in (out, *out.parents) if p.exists())  # create nothing before the run writes
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise SslsegError(f"{out}: cannot write the run's files here ({e.strerror})") from None

@@ -8,8 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+from pathlib import Path
 
-import h5py
 import pytest
 import SimpleITK as sitk
 
@@ -47,14 +47,14 @@ def test_preprocess_on_a_full_disk_keeps_the_earlier_cases(tmp_path, capsys, mon
     assert main(["download", "--dataset", "synth2d", "--out", str(raw)]) == 0
     assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 0
     before = sorted(p.name for p in (out / "cases").iterdir())
-    real = h5py.File
+    real = Path.write_bytes
 
-    def full(path, mode="r", *a, **k):
-        if mode == "w":
+    def full(self, data):  # a full disk: write() fails, naming no file
+        if self.suffix == ".h5":
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, mode, *a, **k)
+        return real(self, data)
 
-    monkeypatch.setattr(h5py, "File", full)
+    monkeypatch.setattr(Path, "write_bytes", full)
     assert main(["preprocess", "--dataset", "synth2d", "--raw", str(raw), "--out", str(out)]) == 1
     _one_error_line(capsys, str(out / ".cases.tmp"), ".h5: could not be written", "No space left on device")
     assert sorted(p.name for p in (out / "cases").iterdir()) == before
@@ -102,12 +102,13 @@ def _results(tmp_path):
 
 
 @pytest.mark.parametrize("damage, needle", [
-    (lambda t: t[: len(t) // 2], "rows are missing"),  # cut mid-row
+    (lambda t: t[: len(t) // 2], "incomplete rows"),  # cut mid-row
     (lambda t: "\n".join(t.splitlines()[:4]) + "\n", "rows are missing"),  # three rows left
     (lambda t: "", "unreadable metrics table"),
     (lambda t: t.splitlines()[0] + "\n", "rows are missing"),  # header only
     (lambda t: "a,b\n1,2\n", "not a metrics table"),
     (lambda t: t + t.splitlines()[1] + "\n", "not one per test case"),  # a row twice
+    (lambda t: t.rstrip("\n").rsplit(",", 6)[0] + "\n", "incomplete rows"),  # cut inside the last row
 ])
 def test_aggregate_refuses_a_damaged_metrics_table(tmp_path, capsys, damage, needle):
     args, results = _results(tmp_path)
@@ -143,7 +144,7 @@ def test_zip_slip_names_the_users_archive_and_leaves_nothing(tmp_path, capsys, d
     assert main(["download", "--dataset", dataset, "--source", str(evil), "--out", str(raw), *pin]) == 1
     _one_error_line(capsys, f"{evil}: member '../../evil.txt' would be written outside the extraction folder")
     assert not (tmp_path / "deep" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
-    assert list(raw.iterdir()) == []  # no .incoming left behind
+    assert not raw.exists()  # no .incoming left behind, and no empty folder
 
 
 def test_a_label_budget_without_a_frozen_list_fails_at_configuration(tmp_path, capsys):
@@ -202,6 +203,7 @@ class _Opaque:  # a pickled object a weights-only load refuses
     (b"this is not a model\n", "not a PyTorch file"),
     ("pickle", "holds Python objects besides tensors"),
     ("torch-object", "holds Python objects besides tensors"),
+    ("truncated", "truncated or not a PyTorch archive"),
 ])
 def test_an_unusable_model_file_is_one_plain_line(tmp_path, capsys, prepared, content, needle):
     import pickle
@@ -213,6 +215,9 @@ def test_an_unusable_model_file_is_one_plain_line(tmp_path, capsys, prepared, co
         model.write_bytes(pickle.dumps(_Opaque()))
     elif content == "torch-object":
         torch.save({"format": 2, "payload": _Opaque()}, model)
+    elif content == "truncated":
+        torch.save({"format": 2, "w": torch.zeros(1000)}, model)
+        model.write_bytes(model.read_bytes()[:1500])
     else:
         model.write_bytes(content)
     out = tmp_path / "pred"
@@ -467,3 +472,78 @@ def test_the_workflow_schema_is_the_packages():
     root = Path(__file__).resolve().parent.parent
     wf, pkg = root / "workflow" / "schemas" / "config.schema.yaml", root / "sslseg" / "schemas" / "config.schema.yaml"
     assert wf.resolve() == pkg.resolve()
+
+
+def test_weights_that_do_not_fit_are_named_on_one_line(tiny, prepared, tmp_path, capsys):
+    import torch
+
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 1
+    model = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run")
+    ckpt = torch.load(model, weights_only=True)
+    state = ckpt["networks"]["student"]["state_dict"]
+    del state[next(iter(state))]
+    torch.save(ckpt, model)
+    assert main(["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out",
+                 str(tmp_path / "p")]) == 1
+    _one_error_line(capsys, str(model), "not a usable sslseg model (Missing key(s) in state_dict")
+
+
+def test_a_symlink_in_a_zip_is_refused(tmp_path, capsys):
+    import stat
+    import zipfile
+
+    archive = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        info = zipfile.ZipInfo("data/link")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(info, "/etc")
+    raw = tmp_path / "raw"
+    assert main(["download", "--dataset", "acdc", "--source", str(archive), "--out", str(raw)]) == 1
+    _one_error_line(capsys, f"{archive}: member 'data/link' is a link; refusing to extract")
+    assert not raw.exists()  # a failed first download leaves no empty folder
+
+
+def test_failures_before_any_output_leave_no_empty_folders(tiny, prepared, tmp_path, capsys, monkeypatch):
+    import torch
+
+    assert main(["download", "--dataset", "acdc", "--source", str(tmp_path / "nothere"), "--out",
+                 str(tmp_path / "raw")]) == 1
+    _one_error_line(capsys, "nothere: source does not exist")
+    assert not (tmp_path / "raw").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SslsegError, match="sees no CUDA device"):
+        fit(tiny["synth2d"], "supervised", 1, 0, prepared["synth2d"], tmp_path / "o", device="cuda")
+    from sslseg.config import run_spec, validate
+
+    spec = json.loads(run_spec(validate({"benchmarks": {"t": tiny["synth2d"]}}), "t", "supervised", 1, 0).to_json())
+    spec["budget"] = 99  # a hand-edited specification: found when the data are read
+    out = str(tmp_path / "o")
+    assert main(["train", "--spec", json.dumps(spec), "--prepared", str(prepared["synth2d"]), "--out", out]) == 1
+    _one_error_line(capsys, "no label budget 99")
+    assert not (tmp_path / "o").exists()
+
+
+def test_infer_refuses_a_folder_holding_other_files(tiny, prepared, tmp_path, capsys):
+    b = tiny["synth2d"]
+    b["schedule"]["iterations"] = 1
+    model = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["infer", "--model", str(model), "--prepared", str(prepared["synth2d"]), "--out", str(out)]) == 1
+    _one_error_line(capsys, str(out), "holds other files than predictions (notes.txt)")
+    assert (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_full_disk_in_evaluate_names_the_table(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    prepared, cfg, pred = _prepared(tmp_path), _config(tmp_path), _perfect(tmp_path)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    assert _evaluate(cfg, pred, prepared, tmp_path / "m" / "metrics.csv") == 1
+    _one_error_line(capsys, str(tmp_path / "m" / "metrics.csv"), "No space left on device")

@@ -65,7 +65,6 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     """Fetch ``source`` (default: the official raw zip) into ``raw/h5`` or ``raw/nifti``; nothing replaces an
     earlier download unless the new one verified completely."""
     source = source or RAW_URL
-    raw.mkdir(parents=True, exist_ok=True)
     with incoming(raw) as work:
         return _install(source, raw, sha256, *unpack(source, work, sha256))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import stat
 import tarfile
 import urllib.parse
 import urllib.request
@@ -79,8 +80,10 @@ def extract(archive: Path, dest: Path, name: str | None = None) -> Path:
     try:
         if zipfile.is_zipfile(archive_path):
             with zipfile.ZipFile(archive_path) as z:
-                for n in z.namelist():
-                    check(n)
+                for info in z.infolist():
+                    check(info.filename)
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        raise SslsegError(f"{archive}: member {info.filename!r} is a link; refusing to extract")
                 z.extractall(dest)
         elif tarfile.is_tarfile(archive_path):
             with tarfile.open(archive_path) as t:
@@ -93,17 +96,22 @@ def extract(archive: Path, dest: Path, name: str | None = None) -> Path:
             raise SslsegError(f"{archive}: not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise SslsegError(f"{archive}: corrupt or truncated archive ({e})") from None
+    except OSError as e:  # e.g. a member path through a file: name the archive, not the temporary folder
+        raise SslsegError(f"{archive}: could not be extracted ({e.strerror or e})") from None
     return dest
 
 
 @contextlib.contextmanager
 def incoming(raw: Path) -> Iterator[Path]:
     """The work folder ``raw/.incoming`` of a download in progress, removed however the download ends."""
-    work = raw / ".incoming"
+    work, created = raw / ".incoming", not raw.exists()
+    raw.mkdir(parents=True, exist_ok=True)
     try:
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not any(raw.iterdir()):  # a failed first download leaves no empty folder
+            raw.rmdir()
 
 
 def unpack(source: str, work: Path, sha256: str | None = None) -> tuple[Path, str | None]:

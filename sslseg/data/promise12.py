@@ -66,7 +66,6 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     given) into ``raw/mhd``; a local folder is taken as is (nothing to verify it against). An earlier download is
     replaced only once the new one is complete."""
     source = source or URL
-    raw.mkdir(parents=True, exist_ok=True)
     with incoming(raw) as work:
         return _install(source, raw, *unpack(source, work, sha256 or SHA256))
 
