@@ -204,6 +204,7 @@ def test_sscd_needs_the_heads_and_warm_starts_without_them(tiny, prepared, tmp_p
     # warm start from a supervised UNet without heads: the heads keep their initialisation
     b = tiny["synth2d"]
     b["schedule"].update(iterations=6, batch_labelled=2)
+    b["validation"] = {"every": 0, "selection": "last"}  # no validation passes: this test is about loading
     b["model"] = SSCD_NET
     b["networks"] = {}
     b["warm_start"] = {"from": "supervised", "iterations": 5}
