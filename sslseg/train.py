@@ -196,7 +196,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             lr = _set_lr(opts, step, total, sched["poly_power"])
             loss, logs = m.training_step({k: v.to(dev) for k, v in sampler.next().items()}, step)
             if not torch.isfinite(loss):
-                raise SslsegError(f"{spec.method}: loss became {float(loss)} at iteration {step}")
+                raise SslsegError(f"{spec.method}: loss became {loss.item()} at iteration {step}")
             for o in opts:
                 o.zero_grad(set_to_none=True)
             loss.backward()
