@@ -167,8 +167,10 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
                 if [k for k in res.missing_keys + res.unexpected_keys if not k.startswith(optional)]:
                     net.load_state_dict(init_states[src])  # raises, naming every missing and unexpected key
             except RuntimeError as e:
+                text = " ".join(str(e).split())  # torch's multi-line message on one line, without its preamble
+                detail = (text.split(":", 1)[1] if text.startswith("Error(s) in loading") else text).strip()[:200]
                 raise SslsegError(f"{init}: network {src!r} does not fit network {name!r} of {spec.method!r} "
-                                  f"({str(e).splitlines()[0][:200]})") from None
+                                  f"({detail})") from None
     m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes, budget=spec.budget)
     sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
                                sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])
