@@ -146,6 +146,12 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def one_line(e: Exception, limit: int = 300) -> str:
+    """An exception's message on one line; torch's multi-line state-dict message without its preamble."""
+    text = " ".join(str(e).split())
+    return (text.split(":", 1)[1] if text.startswith("Error(s) in loading") else text).strip()[:limit]
+
+
 def _load_problem(path: Path, e: Exception) -> str:
     """Why ``torch.load`` refused ``path``, in words that do not suggest loading it unsafely."""
     text = str(e)
@@ -177,9 +183,7 @@ def build_predictor(ckpt: dict, path: Path) -> torch.nn.Module:
             net.load_state_dict(entry["state_dict"])
             nets.append(net)
     except (RuntimeError, KeyError, SslsegError) as e:
-        text = " ".join(str(e).split())  # torch's multi-line state-dict message on one line, without its preamble
-        detail = (text.split(":", 1)[1] if text.startswith("Error(s) in loading") else text).strip()[:300]
-        raise SslsegError(f"{path}: not a usable sslseg model ({detail})") from None
+        raise SslsegError(f"{path}: not a usable sslseg model ({one_line(e)})") from None
     return (nets[0] if len(nets) == 1 else Ensemble(nets)).eval()
 
 

@@ -152,11 +152,11 @@ def _readable(df: pd.DataFrame, unit: str) -> pd.DataFrame:
     df = df.copy()
     for col in list(df.columns):
         metric = col.split("_")[0]
-        if metric in ("dice", "jaccard") and col.endswith(("_mean", "_std")) or col in ("dice", "jaccard"):
-            df[col] = df[col] * 100
-            df = df.rename(columns={col: f"{col} (%)"})
-        elif metric in ("hd95", "asd") and (col.endswith(("_mean", "_std")) or col in ("hd95", "asd")):
-            df = df.rename(columns={col: f"{col} ({unit})"})
+        if metric not in METRICS or col not in (metric, f"{metric}_mean", f"{metric}_std"):
+            continue
+        if _scale(metric) != 1:
+            df[col] = df[col] * _scale(metric)
+        df = df.rename(columns={col: f"{col} ({'%' if _scale(metric) != 1 else unit})"})
     return df
 
 

@@ -34,7 +34,7 @@ from sslseg.config import RunSpec
 from sslseg.data import DatasetInfo, load_prepared
 from sslseg.data.loader import CaseStore, TwoStreamSampler
 from sslseg.device import claim_device
-from sslseg.infer import load_checkpoint, predict_volume
+from sslseg.infer import load_checkpoint, one_line, predict_volume
 from sslseg.io import atomic_path, write_json, write_torch
 from sslseg.methods import METHODS, Method, Stage, build_networks, dims_error, method_params
 from sslseg.metrics import dice_per_class
@@ -167,10 +167,8 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
                 if [k for k in res.missing_keys + res.unexpected_keys if not k.startswith(optional)]:
                     net.load_state_dict(init_states[src])  # raises, naming every missing and unexpected key
             except RuntimeError as e:
-                text = " ".join(str(e).split())  # torch's multi-line message on one line, without its preamble
-                detail = (text.split(":", 1)[1] if text.startswith("Error(s) in loading") else text).strip()[:200]
                 raise SslsegError(f"{init}: network {src!r} does not fit network {name!r} of {spec.method!r} "
-                                  f"({detail})") from None
+                                  f"({one_line(e, 200)})") from None
     m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes, budget=spec.budget)
     sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
                                sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])

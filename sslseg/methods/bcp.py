@@ -47,6 +47,14 @@ def largest_cc(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.from_numpy(out).to(labels.device)
 
 
+def halves(x: torch.Tensor, what: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of a batch that copy-paste methods mix with each other."""
+    h = len(x) // 2
+    if h == 0 or len(x) % 2:
+        raise SslsegError(f"{method} needs an even {what} batch of at least 2, got {len(x)}")
+    return x[:h], x[h:]
+
+
 def region_dice(probs: torch.Tensor, y: torch.Tensor, region: torch.Tensor, masking: str = "all") -> torch.Tensor:
     """BCP ``mask_DiceLoss`` (smoothing 1e-10): the SSL4MIS Dice of ``probs`` against labels ``y`` restricted to
     ``region`` (B, ...; 1 = scored). ``masking`` says how the region enters each class channel:
@@ -116,12 +124,6 @@ class BCP(Method):
         if stage.name == "self-train":
             self.teacher.load_state_dict(self.student.state_dict())
 
-    def _halves(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        h = len(x) // 2
-        if h == 0 or len(x) % 2:
-            raise SslsegError(f"bcp needs an even {name} batch of at least 2, got {len(x)}")
-        return x[:h], x[h:]
-
     def box_fraction(self, step: int) -> float:
         """The copy-paste box's side, as a fraction of each axis."""
         return self.p.box
@@ -133,8 +135,8 @@ class BCP(Method):
 
     def training_step(self, batch, step):
         x_l, y_l = batch["x_l"], batch["y_l"]
-        a, b = self._halves(x_l, "labelled")
-        ya, yb = self._halves(y_l, "labelled")
+        a, b = halves(x_l, "labelled", "bcp")
+        ya, yb = halves(y_l, "labelled", "bcp")
         mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.box_fraction(step))
         masking = "foreground" if self.p.reference_masked_dice else "all"
         if self.stage == "pretrain":
@@ -142,7 +144,7 @@ class BCP(Method):
             dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, masking)
             loss = (dice + ce) / 2
             return loss, {"loss_dice": dice.item(), "loss_ce": ce.item()}
-        ua, ub = self._halves(batch["x_u"], "unlabelled")
+        ua, ub = halves(batch["x_u"], "unlabelled", "bcp")
         if len(ua) != len(a):
             raise SslsegError("bcp needs batch_unlabelled == batch_labelled")
         with torch.no_grad():

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from sslseg import SslsegError
 from sslseg.augment import bcp_box_mask, colour_jitter, cutmix_boxes
 from sslseg.methods import METHODS, Method, Network, Stage
-from sslseg.methods.bcp import largest_cc, mix_loss, region_dice
+from sslseg.methods.bcp import halves, largest_cc, mix_loss, region_dice
 from sslseg.methods.common import dice_loss, ema_update, make_ema
 
 HEADS = ("down2", "down4", "down8")  # the deep-supervision heads W weighs, before the full-resolution output
@@ -193,6 +193,7 @@ class SSCD(Method):
 
     def setup(self) -> None:
         self.teacher = make_ema(self.student)
+        self.starts = {s.name: s.start for s in self.stages()}
         for net in (self.student, self.second):
             if not hasattr(net, "forward_aux") or len(getattr(net, "ds_heads", None) or ()) < len(HEADS):
                 raise SslsegError("sscd needs a UNet with deep-supervision heads at 1/2, 1/4 and 1/8 of the input "
@@ -210,9 +211,6 @@ class SSCD(Method):
 
     def _index(self) -> int:
         return int(self.stage[1:]) - 1
-
-    def _start(self, name: str) -> int:
-        return next(s.start for s in self.stages() if s.name == name)
 
     def begin_stage(self, stage: Stage) -> None:
         """Students and teacher restart from the (restored) best student; S2 from S1's best second student."""
@@ -243,25 +241,18 @@ class SSCD(Method):
         y = None if y is None else torch.where(box, torch.zeros_like(y), y)
         return colour_jitter(x, self.p.jitter, 1.0, self.p.hue), y
 
-    def _halves(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        h = len(x) // 2
-        if h == 0 or len(x) % 2:
-            raise SslsegError(f"sscd needs an even {name} batch of at least 2, got {len(x)}")
-        return x[:h], x[h:]
-
     def _masking(self) -> str:
         return "onehot" if self.p.reference_masked_dice else "all"
 
     def pretrain_step(self, x_l, y_l, step):
-        a, b = self._halves(x_l, "labelled")
-        ya, yb = self._halves(y_l, "labelled")
+        a, b = halves(x_l, "labelled", "sscd")
+        ya, yb = halves(y_l, "labelled", "sscd")
         mask = bcp_box_mask(tuple(x_l.shape[2:]), x_l.device, self.p.box)
         x = a * mask + b * (1 - mask)
         logits = self.student(x)
         dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, self._masking())
         logs = {"loss_mix": ((dice + ce) / 2).item()}
-        start = self._start("S1") if len(self.stages()) > 1 else self.iterations
-        if step > self.p.entropy_start * start:
+        if step > self.p.entropy_start * self.starts["S1"]:
             e = entropy_mask(logits.detach().softmax(1), self.p.entropy_top)
             y = (ya * mask + yb * (1 - mask)) * e
             out = self.student(x * e.unsqueeze(1))
@@ -290,9 +281,9 @@ class SSCD(Method):
         outs, logs = [], {}
         total = 0.0
         for k, (net, xl, yl, xu) in enumerate(((self.student, x_l, y_l, x_u), (self.second, x_ls, y_ls, x_us))):
-            a, b = self._halves(xl, "labelled")
-            ya, yb = self._halves(yl, "labelled")
-            ua, ub = self._halves(xu, "unlabelled")
+            a, b = halves(xl, "labelled", "sscd")
+            ya, yb = halves(yl, "labelled", "sscd")
+            ua, ub = halves(xu, "unlabelled", "sscd")
             pa, pb = self.pseudo_labels(ua), self.pseudo_labels(ub)
             x_mix = torch.cat([ua * mask + a * (1 - mask), b * mask + ub * (1 - mask)])
             logits, r = self.outputs(net, x_mix)
@@ -325,6 +316,6 @@ class SSCD(Method):
     def after_step(self, step: int) -> None:
         if self.stage == "pretrain" or self.p.frozen_teacher:
             return
-        t = step - self._start(self.stage) + 1  # the stage's iteration, from 1
+        t = step - self.starts[self.stage] + 1  # the stage's iteration, from 1
         source = self.second if t % 2 == 0 else self.student
         ema_update(self.teacher, source, min(1 - 1 / (t + 1), self.p.ema_decay))
