@@ -1,5 +1,6 @@
-# sslseg workflow: download -> preprocess -> train -> infer -> evaluate -> aggregate.
-# `snakemake --cores 2` builds the summaries of config["targets"]; `results/{bench}/summary.txt` runs one benchmark.
+# sslseg workflow: download -> preprocess -> train -> infer -> evaluate -> aggregate -> figures.
+# `snakemake --cores 2` builds the tables and figures of config["targets"]; `results/{bench}/summary.txt` (tables)
+# and `results/{bench}/figures` run one benchmark; `snakemake --report report.html` gathers them in one page.
 from snakemake.utils import min_version
 
 min_version("9.1")
@@ -11,6 +12,9 @@ if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -119,13 +119,23 @@ def cmd_aggregate(args) -> None:
     _done("aggregate", f"tables of {spec['name']} in {args.results} (summary.txt, table.md, tables.xlsx)")
 
 
+def cmd_figures(args) -> None:
+    from sslseg.config import report_spec
+    from sslseg.figures import figures
+
+    spec = _json_arg(args.spec, "a report specification") if args.spec else report_spec(_config(args), args.bench)
+    paths = figures(spec, Path(args.results), Path(args.prepared), Path(args.out) if args.out else None)
+    _done("figures", f"{len(paths)} figures of {spec['name']} in {paths[0].parent} "
+          f"({', '.join(p.name for p in paths)})")
+
+
 def _done(command: str, what: str) -> None:
     print(f"sslseg {command}: wrote {what}", flush=True)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sslseg", description="Semi-supervised medical image segmentation pipeline: "
-                                "download -> preprocess -> train -> infer -> evaluate -> aggregate.")
+                                "download -> preprocess -> train -> infer -> evaluate -> aggregate -> figures.")
     p.add_argument("--version", action="version", version=f"sslseg {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -179,6 +189,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", help="the report specification as JSON (or @file), as the workflow passes it")
     s.add_argument("--results", required=True, help="results/{bench}")
     s.add_argument("--prepared", required=True)
+    s = add("figures", cmd_figures, "training curves, per-case, budget, per-class and overlay figures of a benchmark")
+    s.add_argument("--spec", help="the report specification as JSON (or @file), as the workflow passes it")
+    s.add_argument("--results", required=True, help="results/{bench}, with the outputs of `sslseg aggregate`")
+    s.add_argument("--prepared", required=True)
+    s.add_argument("--out", help="figure folder (default: results/{bench}/figures)")
     return p
 
 

@@ -1,10 +1,12 @@
-"""``sslseg aggregate``: summary.txt/json, per_case.csv, pvalues.csv, tables.xlsx, table.md and table.tex.
+"""``sslseg aggregate``: summary.txt/json, per_case.csv, pvalues.csv, tables.xlsx, table.md, table.tex and
+tables.html.
 
 per_case.csv and summary.json are the canonical machine-readable outputs; the rest are views of them.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
@@ -147,6 +149,53 @@ def _table_tex(rows, meta, unit, notes) -> str:
     return "\n".join(lines) + "\n"
 
 
+_CSS = ("body{font-family:sans-serif;font-size:13px;margin:12px}table{border-collapse:collapse;margin:6px 0 14px}"
+        "th,td{border-top:1px solid #ccc;border-bottom:1px solid #ccc;padding:3px 9px;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}th{background:#f2f2f2}p.note{color:#444;margin:2px 0}")
+
+
+def _html_table(head: list[str], rows: list[list[tuple[str, bool]]]) -> str:
+    cell = lambda t, b: f"<td>{'<b>' if b else ''}{html.escape(t)}{'</b>' if b else ''}</td>"  # noqa: E731
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(cell(t, b) for t, b in r) + "</tr>" for r in rows) + "</table>")
+
+
+def _tables_html(title: str, rows, cells: pd.DataFrame, pvals: pd.DataFrame, walls: pd.DataFrame, bench: dict,
+                 meta: DatasetInfo, unit: str, notes: list[str]) -> str:
+    """One page for reading: the paper table, Dice per class, the p-values, wall times and the protocol notes."""
+    metric_head = [LABELS[m] + (f" ({unit})" if m in ("hd95", "asd") else "") for m in METRICS]
+    groups = [n for n, _ in meta.groups.values()] + (["tail"] if meta.tail else []) + ["overall"]
+    per_class = []
+    for budget in bench["labels"]:
+        for method in bench["methods"]:
+            sub = cells[(cells["method"] == method) & (cells["budget"] == budget)].set_index("group")
+            per_class.append([(method, False), (str(budget), False)] + [
+                (_fmt(sub.at[g, "dice_mean"], sub.at[g, "dice_std"], "dice") if g in sub.index else "n/a", False)
+                for g in groups])
+    tests = [[(r.method, False), (str(r.budget), False), (LABELS[r.metric], False),
+              (f"{r.mean_diff * _scale(r.metric):+.2f}", False),
+              (f"{r.p_wilcoxon_holm:.3g}", r.p_wilcoxon_holm < ALPHA), (f"{r.p_ttest_holm:.3g}", False),
+              (str(r.n), False)] for r in pvals.itertuples()]
+    wall = walls.groupby(["method", "budget"], sort=False).agg(minutes=("wall_time_s", "mean"),
+                                                                 device=("device", lambda d: ", ".join(sorted(set(d)))))
+    wall_rows = [[(m, False), (str(b), False), (f"{r.minutes / 60:.1f}", False), (r.device, False)]
+                 for (m, b), r in wall.iterrows()]
+    unit_head = meta.budget_unit.capitalize()
+    parts = [f"<h2>{html.escape(title)}</h2>",
+             "<h3>Overall (mean ± std over seeds; best in bold)</h3>",
+             _html_table(["Method", unit_head] + metric_head, rows),
+             "<h3>Dice (%) per class</h3>", _html_table(["Method", unit_head] + groups, per_class),
+             f"<h3>Paired tests against {html.escape(bench['reference'])} (Holm-corrected; bold: Wilcoxon p &lt; "
+             f"{ALPHA})</h3>",
+             _html_table(["Method", unit_head, "Metric", "Mean difference", "p Wilcoxon (Holm)", "p t-test (Holm)",
+                          "Cases"], tests),
+             "<h3>Training wall time per run (mean over seeds)</h3>",
+             _html_table(["Method", unit_head, "Minutes", "Device"], wall_rows),
+             "<h3>How to read these tables</h3>"] + [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+
+
 def _readable(df: pd.DataFrame, unit: str) -> pd.DataFrame:
     """A table for people: Dice and Jaccard in %, distance columns named with their unit."""
     df = df.copy()
@@ -215,11 +264,12 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
     rows = _paper_rows(cells, pvals, bench, meta)
     _write_text(out / "table.md", _table_md(rows, meta, unit, notes))
     _write_text(out / "table.tex", _table_tex(rows, meta, unit, notes))
+    title = (f"{name} ({meta.name}): protocol {bench['protocol']}, distances in {unit}, empty policy "
+             f"{bench['empty_policy']}, selection {bench['selection']}; Dice and Jaccard in %")
+    _write_text(out / "tables.html", _tables_html(title, rows, cells, pvals, walls, bench, meta, unit, notes))
     sheets = {"overall": cells[cells["group"] == "overall"], "per_class": cells[cells["group"] != "overall"],
               "per_seed": seeds, "pvalues": pvals, "wall_times": walls,
               "protocol": pd.DataFrame({"note": notes})}
-    title = (f"{name} ({meta.name}): protocol {bench['protocol']}, distances in {unit}, empty policy "
-             f"{bench['empty_policy']}, selection {bench['selection']}; Dice and Jaccard in %")
     with atomic_path(out / "tables.xlsx") as tmp:
         _write_xlsx(tmp, {k: _readable(v, unit) for k, v in sheets.items()}, title)
     _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit, notes))

@@ -20,7 +20,8 @@ from statsmodels.stats.multitest import multipletests
 
 from sslseg import SslsegError
 
-__all__ = ["METRICS", "HIGHER_BETTER", "load_runs", "load_wall_times", "seed_table", "cell_table", "paired_tests"]
+__all__ = ["METRICS", "HIGHER_BETTER", "load_runs", "load_wall_times", "seed_table", "cell_table", "case_means",
+           "paired_tests"]
 
 METRICS = ["dice", "jaccard", "hd95", "asd"]
 HIGHER_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
@@ -130,10 +131,15 @@ def cell_table(seeds: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def case_means(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Per method x budget x case: the class mean of each metric, averaged over seeds (what the tests compare)."""
+    case = per_case.groupby(["method", "budget", "seed", "case"])[METRICS].mean()
+    return case.groupby(["method", "budget", "case"])[METRICS].mean().reset_index()
+
+
 def paired_tests(per_case: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Each method vs ``reference`` per budget and metric on per-case class means averaged over seeds."""
-    case = per_case.groupby(["method", "budget", "seed", "case"])[METRICS].mean()
-    case = case.groupby(["method", "budget", "case"])[METRICS].mean().reset_index()
+    case = case_means(per_case)
     rows = []
     for (method, budget), sub in case.groupby(["method", "budget"], sort=False):
         if method == reference:

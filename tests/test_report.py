@@ -54,3 +54,48 @@ def test_the_workbook_is_formatted_for_reading(tmp_path):
     assert any(h.startswith("hd95_mean (") for h in header)
     p = [c.value for c in wb["pvalues"][2]].index("p_wilcoxon_holm") + 1
     assert wb["pvalues"].cell(row=3, column=p).number_format == "0.00E+00"
+
+
+def _html_tables(page: str) -> list[list[list[str]]]:
+    """The text of every table cell, table by table and row by row (the standard library's HTML parser)."""
+    from html.parser import HTMLParser
+
+    tables = []
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                tables.append([])
+            elif tag == "tr":
+                tables[-1].append([])
+            elif tag in ("td", "th"):
+                tables[-1][-1].append("")
+
+        def handle_data(self, data):
+            if tables and tables[-1] and tables[-1][-1]:
+                tables[-1][-1][-1] += data
+
+    Cells().feed(page)
+    return tables
+
+
+def test_the_html_tables_hold_every_view_with_the_numbers_of_the_workbook(tmp_path):
+    import pandas as pd
+
+    args, results = _results(tmp_path)
+    assert main(args) == 0
+    page = (results / "tables.html").read_text()
+    tables = [pd.DataFrame(t[1:], columns=t[0]) for t in _html_tables(page)]  # overall, per class, tests, walls
+    assert len(tables) == 4
+    overall, per_class, tests, walls = tables
+    assert list(overall.columns[:3]) == ["Method", "Labelled patients", "Dice (%)"]
+    per_case = pd.read_csv(results / "per_case.csv")
+    sup = per_case[per_case["method"] == "supervised"]
+    expected = sup.groupby("class_name")["dice"].mean().mean() * 100
+    assert overall.loc[overall["Method"] == "supervised", "Dice (%)"].iloc[0] == f"{expected:.2f}"  # one seed
+    assert list(per_class.columns[2:]) == ["RV", "Myo", "LV", "tail", "overall"]
+    rv = sup[sup["class_name"] == "RV"]["dice"].mean() * 100
+    assert per_class.loc[per_class["Method"] == "supervised", "RV"].iloc[0] == f"{rv:.2f}"
+    assert set(tests["Metric"]) == {"Dice (%)", "Jaccard (%)", "95HD", "ASD"} and set(walls["Method"]) == {
+        "supervised", "mean_teacher"}
+    assert "the smallest Holm-corrected Wilcoxon p-value possible is 0.5" in page  # the notes, too

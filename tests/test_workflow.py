@@ -1,5 +1,6 @@
 """The Snakemake workflow: lint, dry run, config errors, a tiny end-to-end run, no-op rerun and targeted rerun."""
 
+import copy
 import re
 import shutil
 import subprocess
@@ -42,7 +43,7 @@ def test_dry_run_of_the_repository_config(tmp_path):
     targets = [cfg["benchmarks"][t] for t in cfg["targets"]]
     runs = sum(len(b["methods"]) * len(b["labels"]) * len(b["seeds"]) for b in targets)
     assert counts["train"] == counts["infer"] == counts["evaluate"] == runs
-    assert counts["aggregate"] == len(targets)
+    assert counts["aggregate"] == counts["figures"] == len(targets)
 
 
 @pytest.mark.parametrize("edit, needle", [
@@ -72,17 +73,28 @@ def test_tiny_workflow_end_to_end_and_reruns(tmp_path):
     run = ("--configfile", str(edited))
     smk(tmp_path, *run, "--cores", "2", "--show-failed-logs")
     assert not (tmp_path / "results" / "other").exists()
-    for bench in cfg["benchmarks"]:
+    for bench, b in cfg["benchmarks"].items():
         for name in ("summary.txt", "summary.json", "per_case.csv", "pvalues.csv", "tables.xlsx", "table.md",
-                     "table.tex"):
+                     "table.tex", "tables.html"):
             assert (tmp_path / "results" / bench / name).is_file(), name
+        figures = {p.name for p in (tmp_path / "results" / bench / "figures").glob("*.png")}
+        assert figures == {"curves.png", "cases.png", "budget.png", "classes.png",
+                           *(f"overlays_l{n}.png" for n in b["labels"])}, (bench, figures)
+    for bench in ("synth2d", "synth3d"):
+        check_figure_panels(tmp_path, cfg, bench)
+    report = tmp_path / "report.html"
+    smk(tmp_path, *run, "--report", str(report))
+    page = report.read_text()
+    for bench in cfg["benchmarks"]:  # every benchmark's tables and figures, with their captions
+        assert f"results/{bench}/tables.html" in page and f"results/{bench}/figures/overlays_l" in page
+    assert "synth2d: Training loss" in page and "Holm-corrected Wilcoxon" in page and "tail classes shaded" in page
     summary = (tmp_path / "results" / "synth2d" / "summary.txt").read_text()
     assert "mean_teacher" in summary and "overall" in summary and "tail" in summary
     assert "whole" in (tmp_path / "results" / "synthmm" / "summary.txt").read_text()  # regions scored
     assert "Nothing to be done" in smk(tmp_path, *run, "-n").stdout + smk(tmp_path, *run, "-n").stderr
     (tmp_path / "results" / "synth2d" / "mean_teacher" / "l1" / "seed1" / "model.pt").unlink()
     counts = job_counts(smk(tmp_path, *run, "-n").stdout)
-    assert counts == {"train": 1, "infer": 1, "evaluate": 1, "aggregate": 1, "all": 1}
+    assert counts == {"train": 1, "infer": 1, "evaluate": 1, "aggregate": 1, "figures": 1, "all": 1}
     smk(tmp_path, *run, "--cores", "2")
 
     def dry(change):
@@ -94,19 +106,50 @@ def test_tiny_workflow_end_to_end_and_reruns(tmp_path):
         return job_counts(out), out
 
     counts, out = dry(lambda b: b.update(seeds=[0, 1, 2]))  # one more seed: its two runs, nothing else
-    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "all": 1}, out
+    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "figures": 1, "all": 1}, out
     counts, _ = dry(lambda b: b.update(methods=["supervised", "mean_teacher", "cps"]))  # one more method
-    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "figures": 1, "all": 1}
     counts, _ = dry(lambda b: b.update(hparams={"cps": {"consistency": 1.0}}))  # a method it does not run
     assert counts == {}
     counts, _ = dry(lambda b: b.update(hparams={"mean_teacher": {"consistency": 1.0}}))
-    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert counts == {"train": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "figures": 1, "all": 1}
     counts, _ = dry(lambda b: b.update(inference={"batch_size": 1}))  # inference only: no training
-    assert counts == {"infer": 4, "evaluate": 4, "aggregate": 1, "all": 1}
+    assert counts == {"infer": 4, "evaluate": 4, "aggregate": 1, "figures": 1, "all": 1}
     counts, _ = dry(lambda b: b.update(empty_policy="exclude"))  # evaluation only
-    assert counts == {"evaluate": 4, "aggregate": 1, "all": 1}
+    assert counts == {"evaluate": 4, "aggregate": 1, "figures": 1, "all": 1}
     counts, _ = dry(lambda b: b.update(reference="mean_teacher"))  # reporting only
-    assert counts == {"aggregate": 1, "all": 1}
+    assert counts == {"aggregate": 1, "figures": 1, "all": 1}
+
+
+def check_figure_panels(workdir, cfg, bench):
+    """The panels of each figure: their number, titles, tick labels and legends follow the benchmark."""
+    from sslseg.config import report_spec, validate
+    from sslseg.figures import draw
+
+    spec = report_spec(validate(copy.deepcopy(cfg)), bench)
+    methods, budgets = spec["methods"], spec["labels"]
+    figs = draw(spec, workdir / "results" / bench, workdir / "resources" / "prepared" / spec["dataset"])
+    curves = figs["curves"].axes  # loss and validation rows per budget, a column per method
+    assert len(curves) == 2 * len(budgets) * len(methods)
+    assert curves[0].get_title() == f"{methods[0]}, {budgets[0]} labelled"
+    assert len(curves[0].lines) == len(spec["seeds"]) and curves[len(methods)].get_ylabel() == "validation Dice (%)"
+    cases = figs["cases"].axes
+    assert len(cases) == 2 * len(budgets) and cases[0].get_ylabel() == "Dice (%)"
+    assert [t.get_text() for t in cases[0].get_xticklabels()] == [f"{methods[0]} (ref)", *methods[1:]]
+    assert cases[-1].get_ylabel().startswith("HD95 (")
+    budget = figs["budget"].axes
+    assert len(budget) == 2 and [t.get_text() for t in budget[0].get_legend().get_texts()] == methods
+    classes = figs["classes"].axes
+    ticks = [t.get_text() for t in classes[0].get_xticklabels()]
+    tail = {"synth2d": ["RV (tail)"], "synth3d": ["gallbladder (tail)", "adrenal (tail)"]}[bench]
+    assert len(classes) == len(budgets) and all(t in ticks for t in tail) and ticks[-1] == "overall"
+    for b in budgets:
+        panels = figs[f"overlays_l{b}"].axes
+        assert len(panels) == 3 * (2 + len(methods))  # best / median / worst x image, reference, methods
+        assert [a.get_title().split("\n")[0] for a in panels[:2 + len(methods)]] == ["image", "reference", *methods]
+        assert panels[0].get_ylabel().startswith("best: ") and panels[-1 - len(methods) - 1].get_ylabel().startswith(
+            "worst: ")
+        assert len(figs[f"overlays_l{b}"].legends[0].get_texts()) == (3 if bench == "synth2d" else 7)
 
 
 def test_config_overrides_on_the_command_line_reach_the_stages(tmp_path):

@@ -98,8 +98,20 @@ def run_files(wildcards):
     return run_paths(wildcards.bench, ["metrics.csv", "provenance.json"])
 
 
+def figure_inputs(wildcards):
+    """What the figures read per run besides the tables: training logs, selected iterations, predictions."""
+    return run_paths(wildcards.bench, ["train_log.csv", "provenance.json", "pred"])
+
+
+def figure_captions(wildcards):
+    from sslseg.figures import captions
+
+    return captions(sslseg.config.report_spec(config, wildcards.bench))
+
+
 def final_targets():
-    """Summaries plus every model: Snakemake does not regenerate a deleted intermediate file unless it is
-    requested, so requesting the models makes a deleted model rerun its seed's chain (and nothing else)."""
+    """Summaries and figures plus every model: Snakemake does not regenerate a deleted intermediate file unless
+    it is requested, so requesting the models makes a deleted model rerun its seed's chain (and nothing else)."""
     benches = config["targets"] or list(config["benchmarks"])
-    return [f"results/{b}/summary.txt" for b in benches] + [p for b in benches for p in run_paths(b, ["model.pt"])]
+    return [f"results/{b}/{name}" for b in benches for name in ("summary.txt", "figures")] + [
+        p for b in benches for p in run_paths(b, ["model.pt"])]
