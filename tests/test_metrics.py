@@ -85,6 +85,23 @@ def test_identical_to_medpy(kind, shape, spacing, seed):
     np.testing.assert_array_equal(b, mp_surface(ref, pred, spacing))
 
 
+def test_one_step_shortcut_only_along_the_finest_axis():
+    """Distances at surface voxels: 0 where the surfaces meet, the finest spacing one step apart along a finest
+    axis, otherwise the true nearest: one slice away (5 mm) loses to three in-plane steps (3 x 0.7 = 2.1 mm)."""
+    spacing = (5.0, 0.7, 0.7)
+    a = np.zeros((3, 1, 9), bool)
+    b = np.zeros((3, 1, 9), bool)
+    a[1, 0, 0] = True  # single voxels: each is its own surface
+    b[0, 0, 0] = True  # one slice away: 5.0
+    b[1, 0, 3] = True  # three in-plane steps: 2.1
+    d_ab, _ = M.surface_distances(a, b, spacing)
+    assert d_ab.tolist() == [np.sqrt((3 * 0.7) ** 2)] == [mp_surface(a, b, spacing)[0]]
+    b[1, 0, 1] = True  # one in-plane step: exactly the finest spacing
+    assert M.surface_distances(a, b, spacing)[0].tolist() == [0.7]
+    b[1, 0, 0] = True  # the same voxel: 0
+    assert M.surface_distances(a, b, spacing)[0].tolist() == [0.0]
+
+
 @pytest.mark.parametrize("spacing", [None, (5.0, 1.5, 0.7)])
 @pytest.mark.parametrize("where", ["centre", "corner", "edge"])
 def test_single_voxel_masks(spacing, where):
