@@ -20,6 +20,7 @@ distances if either is empty. Here each case x class gets a ``status`` (``ok``, 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -90,9 +91,11 @@ def _scipy_distance(offset: np.ndarray, sampling: np.ndarray) -> np.ndarray:
     return np.sqrt(total)
 
 
-def _shells(sampling: np.ndarray, radius: float) -> tuple[np.ndarray, list[tuple[float, np.ndarray]]]:
+@lru_cache(maxsize=64)
+def _shells(spacing: tuple[float, ...], radius: float) -> tuple[np.ndarray, list[tuple[float, np.ndarray]]]:
     """Every non-zero offset no longer than ``radius``, grouped by length, shortest first: (half-widths of the
     window that holds them, [(length, offsets)])."""
+    sampling = np.asarray(spacing, dtype=np.float64)
     half = np.floor(radius / sampling + 1e-9).astype(int)
     grid = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), -1).reshape(-1, len(half))
     grid = grid[np.any(grid != 0, axis=1)]
@@ -116,15 +119,13 @@ def _directed(s_src: np.ndarray, s_dst: np.ndarray, src: np.ndarray, dst: np.nda
     out = np.zeros(len(src))
     todo = np.flatnonzero(~s_dst[s_src])
     if len(todo):
-        half, shells = _shells(sampling, SHELL_RADIUS * float(sampling.min()))
+        half, shells = _shells(tuple(sampling.tolist()), SHELL_RADIUS * float(sampling.min()))
         padded = np.pad(s_dst, [(h, h) for h in half])
         flat = padded.ravel()
         at = np.ravel_multi_index(tuple((src[todo] + half).T), padded.shape)
         steps = np.array(padded.strides) // padded.itemsize
         for length, offsets in shells:
-            hit = np.zeros(len(todo), bool)
-            for delta in offsets @ steps:
-                hit |= flat[at + delta]
+            hit = flat[at[:, None] + offsets @ steps].any(axis=1)
             out[todo[hit]] = length
             todo, at = todo[~hit], at[~hit]
             if not len(todo):
