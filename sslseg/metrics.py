@@ -156,14 +156,27 @@ def surface_distances(result: np.ndarray, reference: np.ndarray, spacing: Sequen
             _directed(s_ref, s_res, p_ref, p_res, sampling) if both else None)
 
 
+_LAST: list = []  # [key, distances] of the last pair hd95/asd measured: callers ask both of one pair in turn
+
+
+def _pair_distances(result, reference, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """``surface_distances`` of the pair, reused when the same masks (by content) and spacing come again."""
+    result, reference = np.asarray(result, bool), np.asarray(reference, bool)
+    key = (result.shape, reference.shape, None if spacing is None else tuple(float(s) for s in spacing),
+           np.packbits(result).tobytes(), np.packbits(reference).tobytes())
+    if not _LAST or _LAST[0] != key:
+        _LAST[:] = [key, surface_distances(result, reference, spacing)]
+    return _LAST[1]
+
+
 def hd95(result: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | None = None) -> float:
-    a, b = surface_distances(result, reference, spacing)
+    a, b = _pair_distances(result, reference, spacing)
     return float(np.percentile(np.hstack((a, b)), 95))
 
 
 def asd(result: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | None = None) -> float:
-    """Mean distance of the result's surface to the reference's (directed; only that direction is computed)."""
-    return float(surface_distances(result, reference, spacing, both=False)[0].mean())
+    """Mean distance of the result's surface to the reference's (directed)."""
+    return float(_pair_distances(result, reference, spacing)[0].mean())
 
 
 def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int]) -> list[float]:

@@ -85,9 +85,20 @@ def test_identical_to_medpy(kind, shape, spacing, seed):
     np.testing.assert_array_equal(b, mp_surface(ref, pred, spacing))
 
 
-def test_one_step_shortcut_only_along_the_finest_axis():
-    """Distances at surface voxels: 0 where the surfaces meet, the finest spacing one step apart along a finest
-    axis, otherwise the true nearest: one slice away (5 mm) loses to three in-plane steps (3 x 0.7 = 2.1 mm)."""
+def test_hd95_and_asd_share_distances_by_content_not_identity():
+    """asd after hd95 of the same pair reuses its distances; a pair changed in place is measured anew."""
+    pred, ref = pair("overlap", (9, 17, 13), 0)
+    spacing = (5.0, 1.5, 0.7)
+    assert M.hd95(pred, ref, spacing) == mp.hd95(pred, ref, voxelspacing=spacing)
+    assert M.asd(pred, ref, spacing) == mp.asd(pred, ref, voxelspacing=spacing)
+    pred[4:, :, :] = False  # the same array object, other content
+    assert M.asd(pred, ref, spacing) == mp.asd(pred, ref, voxelspacing=spacing)
+    assert M.asd(pred, ref, (1.0, 1.0, 1.0)) == mp.asd(pred, ref, voxelspacing=(1.0, 1.0, 1.0))
+
+
+def test_the_nearest_surface_voxel_by_length_not_by_steps():
+    """Distances at surface voxels: 0 where the surfaces meet, otherwise the physically nearest: one slice away
+    (5 mm) loses to three in-plane steps (3 x 0.7 = 2.1 mm), one in-plane step is the finest spacing."""
     spacing = (5.0, 0.7, 0.7)
     a = np.zeros((3, 1, 9), bool)
     b = np.zeros((3, 1, 9), bool)
