@@ -24,7 +24,6 @@ from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 __all__ = ["dc", "jc", "hd95", "asd", "surface_distances", "dice_per_class", "case_metrics", "EMPTY_POLICIES"]
 
@@ -107,6 +106,8 @@ def _shells(spacing: tuple[float, ...], radius: float) -> tuple[np.ndarray, list
 # In units of the smallest spacing: offsets up to it are looked up, farther ones found by a k-d tree (4: the
 # fastest of 1-6 on LA-like volumes, no slower on ACDC or on predictions far off; benchmarks/bench_metrics.py).
 SHELL_RADIUS = 4.0
+# Voxels left beyond the shells x surface voxels up to which every pair is measured instead of building a tree.
+BRUTE_FORCE_PAIRS = 250_000
 
 
 def _directed(s_src: np.ndarray, s_dst: np.ndarray, src: np.ndarray, dst: np.ndarray,
@@ -115,7 +116,7 @@ def _directed(s_src: np.ndarray, s_dst: np.ndarray, src: np.ndarray, dst: np.nda
     ``s_dst`` (indices ``dst``), as scipy's ``distance_transform_edt`` gives it (``_scipy_distance`` of the offset
     to the nearest): 0 on ``s_dst`` itself; then the offsets up to ``SHELL_RADIUS`` smallest spacings, shortest
     first (all of them are looked up, so the first hit is the nearest); the rest from a k-d tree over physical
-    coordinates."""
+    coordinates (or every pair, when few are left)."""
     out = np.zeros(len(src))
     todo = np.flatnonzero(~s_dst[s_src])
     if len(todo):
@@ -130,7 +131,21 @@ def _directed(s_src: np.ndarray, s_dst: np.ndarray, src: np.ndarray, dst: np.nda
             todo, at = todo[~hit], at[~hit]
             if not len(todo):
                 break
-    if len(todo):
+    if len(todo) and len(todo) * len(dst) <= BRUTE_FORCE_PAIRS:  # a few stray voxels: every pair, in chunks
+        q = src[todo]
+        best = np.empty(len(q))
+        rows = max(1, BRUTE_FORCE_PAIRS // 8 // len(dst))
+        for i in range(0, len(q), rows):
+            d = (dst[None, :, :] - q[i:i + rows, None, :]) * sampling
+            d *= d
+            total = d[..., 0].copy()
+            for k in range(1, d.shape[-1]):
+                total += d[..., k]
+            best[i:i + rows] = total.min(axis=1)
+        out[todo] = np.sqrt(best)
+    elif len(todo):
+        from scipy.spatial import cKDTree  # half a second to import: only when needed
+
         q = src[todo]
         tree = cKDTree(dst * sampling, balanced_tree=False)  # builds in half the time, queries as fast
         _, nearest = tree.query(q * sampling)  # one thread: evaluate is a one-core job of the workflow
@@ -209,6 +224,8 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int], spac
     for c in classes:
         if members is None:
             p, r = pred == c, ref == c
+        elif len(members[c]) == 1:
+            p, r = pred == members[c][0], ref == members[c][0]
         else:
             p, r = np.isin(pred, members[c]), np.isin(ref, members[c])
         tp, fp, fn = int(np.count_nonzero(p & r)), int(np.count_nonzero(p & ~r)), int(np.count_nonzero(~p & r))

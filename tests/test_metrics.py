@@ -70,8 +70,17 @@ CASES = [
 ]
 
 
+PATHS = {"shells": {}, "pairs": {"SHELL_RADIUS": 0.0, "BRUTE_FORCE_PAIRS": 10**9},
+         "kdtree": {"SHELL_RADIUS": 0.0, "BRUTE_FORCE_PAIRS": 0}}
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind,shape,spacing,seed", CASES)
-def test_identical_to_medpy(kind, shape, spacing, seed):
+def test_identical_to_medpy(kind, shape, spacing, seed, path, monkeypatch):
+    """Each way to the nearest surface voxel (offset shells, every pair, a k-d tree) gives medpy's values."""
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(M, name, value)
+    M._LAST.clear()
     pred, ref = pair(kind, shape, seed)
     assert pred.any() and ref.any()
     assert M.dc(pred, ref) == mp.dc(pred, ref)

@@ -99,7 +99,9 @@ class DatasetSpec:
         return self.info.name
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+# The dataset modules register themselves when first looked up (reading a prepared folder needs none of them).
+DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "sslseg.data.promise12",
+                                                       "sslseg.data.synthetic"))
 
 
 def read_split(dataset: str, name: str) -> list[str]:
@@ -146,5 +148,3 @@ def load_prepared(prepared: Path):
         raise SslsegError(f"{prepared / 'dataset.json'}: not a valid dataset description ({e})") from None
     return info, pd.read_csv(prepared / "cases.csv")
 
-
-from sslseg.data import acdc, promise12, synthetic  # noqa: E402,F401  (register the datasets)
