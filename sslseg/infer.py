@@ -58,7 +58,8 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes
 
     Windows are placed as in nnU-Net (ceil((size - patch) / (patch * (1 - overlap))) + 1 per axis, evenly spread);
     images smaller than the patch are zero-padded and cropped back. Softmax outputs are accumulated with the
-    importance map (``gaussian``) or uniformly (``constant``) and divided by the summed weights.
+    importance map (``gaussian``) or uniformly (``constant``) and divided by the summed weights, on the model's
+    device (on the host when they do not fit there); the result lies where they were accumulated.
     """
     if mode not in ("gaussian", "constant"):
         raise ValueError(f"mode must be 'gaussian' or 'constant', got {mode!r}")
@@ -69,21 +70,29 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes
         raise ValueError(f"image has {len(shape)} spatial axes, patch {len(patch)}")
     pad = [max(p - s, 0) for s, p in zip(shape, patch)]
     x = F.pad(image, [v for p in reversed(pad) for v in (p // 2, p - p // 2)]) if any(pad) else image
-    weight = gaussian_map(patch) if mode == "gaussian" else torch.ones(tuple(patch))
-    probs = torch.zeros((n_classes,) + tuple(x.shape[1:]))
-    norm = torch.zeros(tuple(x.shape[1:]))
     windows = list(itertools.product(*[_starts(s, p, overlap) for s, p in zip(x.shape[1:], patch)]))
     dev = _device_of(model)
+    crop = (slice(None),) + tuple(slice(p // 2, p // 2 + s) for s, p in zip(shape, pad))
+    try:  # on the model's device: no copy of each window's output back to the host
+        return _accumulate(model, x, windows, patch, n_classes, mode, batch_size, dev, dev)[crop]
+    except torch.cuda.OutOfMemoryError:  # the class probabilities of a large volume do not fit: on the host
+        torch.cuda.empty_cache()
+        return _accumulate(model, x, windows, patch, n_classes, mode, batch_size, dev, torch.device("cpu"))[crop]
+
+
+def _accumulate(model, x, windows, patch, n_classes, mode, batch_size, dev, store) -> torch.Tensor:
+    """Weighted sum of the windows' softmax outputs over the weight sum, kept on ``store``."""
+    x = x.to(store)
+    weight = (gaussian_map(patch) if mode == "gaussian" else torch.ones(tuple(patch))).to(store)
+    probs = torch.zeros((n_classes,) + tuple(x.shape[1:]), device=store)
+    norm = torch.zeros(tuple(x.shape[1:]), device=store)
     for i in range(0, len(windows), batch_size):
-        chunk = windows[i:i + batch_size]
-        sls = [tuple(slice(a, a + p) for a, p in zip(w, patch)) for w in chunk]
-        out = model(torch.stack([x[(slice(None),) + s] for s in sls]).to(dev)).softmax(1).float().cpu()
+        sls = [tuple(slice(a, a + p) for a, p in zip(w, patch)) for w in windows[i:i + batch_size]]
+        out = model(torch.stack([x[(slice(None),) + s] for s in sls]).to(dev)).softmax(1).float().to(store)
         for s, o in zip(sls, out):
             probs[(slice(None),) + s] += o * weight
             norm[s] += weight
-    probs /= norm
-    crop = tuple(slice(p // 2, p // 2 + s) for s, p in zip(shape, pad))
-    return probs[(slice(None),) + crop]
+    return probs / norm
 
 
 def _slices_nearest(model, sl: np.ndarray, patch, dev) -> np.ndarray:
@@ -120,7 +129,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, dims: int, patch, 
     protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if dims == 3:
         return sliding_window(model, torch.from_numpy(image).float(), patch, n_classes, overlap, mode,
-                              batch_size).argmax(0).numpy().astype(np.uint8)
+                              batch_size).argmax(0).cpu().numpy().astype(np.uint8)
     vol = image[:, None] if image.ndim == 3 else image  # (channels, slices, H, W)
     out = np.zeros(vol.shape[1:], np.uint8)
     dev, resize = _device_of(model), RESIZE_2D[protocol.resize_2d]
