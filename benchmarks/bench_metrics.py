@@ -28,21 +28,22 @@ from scipy import ndimage
 from sslseg import metrics
 
 
-def medpy_case(pred, ref, classes, spacing):
+def four_metrics(lib, pred, ref, classes, spacing):
+    """dc, jc, hd95, asd of each class through ``lib`` (medpy's ``binary`` module or ``sslseg.metrics``)."""
     out = []
     for c in classes:
         p, r = pred == c, ref == c
-        out.append((medpy.dc(p, r), medpy.jc(p, r), medpy.hd95(p, r, spacing), medpy.asd(p, r, spacing)))
+        out.append((lib.dc(p, r), lib.jc(p, r), lib.hd95(p, r, spacing), lib.asd(p, r, spacing)))
     return out
+
+
+def medpy_case(pred, ref, classes, spacing):
+    return four_metrics(medpy, pred, ref, classes, spacing)
 
 
 def public_case(pred, ref, classes, spacing):
     metrics._LAST.clear()  # hd95 and asd of one pair share their distances; never across repeats of a timing
-    out = []
-    for c in classes:
-        p, r = pred == c, ref == c
-        out.append((metrics.dc(p, r), metrics.jc(p, r), metrics.hd95(p, r, spacing), metrics.asd(p, r, spacing)))
-    return out
+    return four_metrics(metrics, pred, ref, classes, spacing)
 
 
 def ours_case(pred, ref, classes, spacing):
