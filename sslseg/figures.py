@@ -308,8 +308,8 @@ def plot_overlays(bench: dict, per_case: pd.DataFrame, results: Path, prepared: 
                                  else name)
                 elif r == 0 or name == "reference":
                     ax.set_title(name)
-            where = f", slice {k}" if k is not None else ""
-            axes[r, 0].set_ylabel(f"{what}: {cid}{where}", fontsize=7)
+            where = f"\nslice {k}" if k is not None else ""
+            axes[r, 0].set_ylabel(f"{what}:\n{cid}{where}", fontsize=7)
         fig.legend(handles=[Patch(color=colour[c][:3], label=n) for c, n in meta.classes.items()],
                    loc="lower center", ncol=min(len(meta.classes), 8), frameon=False)
         fig.suptitle(f"{bench['name']}, {budget} labelled: best, median and worst test case of {bench['reference']}"

@@ -147,8 +147,8 @@ def check_figure_panels(workdir, cfg, bench):
         panels = figs[f"overlays_l{b}"].axes
         assert len(panels) == 3 * (2 + len(methods))  # best / median / worst x image, reference, methods
         assert [a.get_title().split("\n")[0] for a in panels[:2 + len(methods)]] == ["image", "reference", *methods]
-        assert panels[0].get_ylabel().startswith("best: ") and panels[-1 - len(methods) - 1].get_ylabel().startswith(
-            "worst: ")
+        assert panels[0].get_ylabel().startswith("best:\n") and panels[-1 - len(methods) - 1].get_ylabel().startswith(
+            "worst:\n")
         assert len(figs[f"overlays_l{b}"].legends[0].get_texts()) == (3 if bench == "synth2d" else 7)
 
 
