@@ -153,10 +153,10 @@ def _directed(s_src: np.ndarray, s_dst: np.ndarray, src: np.ndarray, dst: np.nda
     return out
 
 
-def surface_distances(result: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | None = None,
-                      both: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Distances result->reference and (``both``) reference->result surfaces (both masks must be non-empty), in
-    the order medpy visits the surface voxels (C order), with medpy's values (see ``_directed``)."""
+def surface_distances(result: np.ndarray, reference: np.ndarray,
+                      spacing: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distances result->reference and reference->result surfaces (both masks must be non-empty), in the order
+    medpy visits the surface voxels (C order), with medpy's values (see ``_directed``)."""
     result = np.atleast_1d(np.asarray(result, bool))
     reference = np.atleast_1d(np.asarray(reference, bool))
     if not result.any() or not reference.any():
@@ -167,8 +167,7 @@ def surface_distances(result: np.ndarray, reference: np.ndarray, spacing: Sequen
     s_res, s_ref = _surface(result), _surface(reference)
     sampling = np.ones(result.ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
     p_res, p_ref = np.argwhere(s_res), np.argwhere(s_ref)
-    return (_directed(s_res, s_ref, p_res, p_ref, sampling),
-            _directed(s_ref, s_res, p_ref, p_res, sampling) if both else None)
+    return _directed(s_res, s_ref, p_res, p_ref, sampling), _directed(s_ref, s_res, p_ref, p_res, sampling)
 
 
 _LAST: list = []  # [key, distances] of the last pair hd95/asd measured: callers ask both of one pair in turn
