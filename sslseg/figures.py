@@ -26,11 +26,10 @@ from sslseg import SslsegError
 from sslseg.data import DatasetInfo, load_prepared
 from sslseg.io import atomic_path, read_case, read_nifti
 from sslseg.protocols import PROTOCOLS
-from sslseg.stats import HIGHER_BETTER, case_means
+from sslseg.report import ALPHA, mark, metric_scale
+from sslseg.stats import case_means
 
 __all__ = ["draw", "figures", "captions"]
-
-ALPHA = 0.05
 
 
 def _plt():
@@ -60,10 +59,6 @@ def _save(fig, path: Path) -> None:
 
 def _units(unit: str) -> dict[str, str]:
     return {"dice": "Dice (%)", "hd95": f"HD95 ({unit})"}
-
-
-def _scale(metric: str) -> float:
-    return 100.0 if metric in ("dice", "jaccard") else 1.0
 
 
 def _run_dir(results: Path, method: str, budget: int, seed: int) -> Path:
@@ -121,20 +116,16 @@ def plot_curves(bench: dict, results: Path):
 
 def _marks(pvals: pd.DataFrame, metric: str) -> dict[tuple[str, int], str]:
     """(method, budget) -> '*' (significantly better than the reference) or '†' (worse), as in the tables."""
-    marks = {}
     if pvals.empty:  # the reference alone
-        return marks
-    for r in pvals[pvals["metric"] == metric].itertuples():
-        if pd.notna(r.p_wilcoxon_holm) and r.p_wilcoxon_holm < ALPHA:
-            marks[(r.method, r.budget)] = "*" if (r.mean_diff > 0) == HIGHER_BETTER[metric] else "†"
-    return marks
+        return {}
+    return {(r.method, r.budget): mark(r.p_wilcoxon_holm, r.mean_diff, metric)
+            for r in pvals[pvals["metric"] == metric].itertuples()}
 
 
-def plot_cases(bench: dict, per_case: pd.DataFrame, pvals: pd.DataFrame, unit: str):
+def plot_cases(bench: dict, cases: pd.DataFrame, pvals: pd.DataFrame, unit: str):
     """Rows: Dice, HD95; columns: budgets; per method a box (no outliers drawn) and the cases as points."""
     plt = _plt()
     methods, budgets = bench["methods"], bench["labels"]
-    cases = case_means(per_case)
     colours = _method_colours(methods)
     labels = _units(unit)
     fig, axes = plt.subplots(2, len(budgets), figsize=(max(4.0, 0.6 * len(methods) + 1.5) * len(budgets), 6.0),
@@ -145,13 +136,13 @@ def plot_cases(bench: dict, per_case: pd.DataFrame, pvals: pd.DataFrame, unit: s
         for b, budget in enumerate(budgets):
             ax = axes[i, b]
             data = [cases[(cases["method"] == m) & (cases["budget"] == budget)][metric].dropna().to_numpy()
-                    * _scale(metric) for m in methods]
+                    * metric_scale(metric) for m in methods]
             box = ax.boxplot(data, showfliers=False, widths=0.6, patch_artist=True, medianprops={"color": "k"})
             for patch, m in zip(box["boxes"], methods):
                 patch.set_facecolor((*colours[m][:3], 0.35))
             for x, (m, values) in enumerate(zip(methods, data), start=1):
                 ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=6, color=colours[m], zorder=3)
-                if (m, budget) in marks:
+                if marks.get((m, budget)):
                     top = max(values) if len(values) else 0
                     ax.annotate(marks[(m, budget)], (x, top), ha="center", va="bottom", fontsize=11)
             ax.set_xticks(range(1, len(methods) + 1),
@@ -179,13 +170,13 @@ def plot_budget(bench: dict, per_seed: pd.DataFrame, unit: str):
         for off, method in zip(offsets, methods):
             sub = overall[overall["method"] == method]
             g = sub.groupby("budget")[metric]
-            mean = g.mean().reindex(budgets) * _scale(metric)
-            std = g.std(ddof=1).reindex(budgets).fillna(0) * _scale(metric)
+            mean = g.mean().reindex(budgets) * metric_scale(metric)
+            std = g.std(ddof=1).reindex(budgets).fillna(0) * metric_scale(metric)
             x = np.arange(len(budgets)) + off
             ax.errorbar(x, mean, yerr=std, marker="o", ms=4, capsize=3, lw=1.2, color=colours[method],
                         label=method)
             pos = {bud: i for i, bud in enumerate(budgets)}
-            ax.scatter(sub["budget"].map(pos) + off, sub[metric] * _scale(metric), s=8, color=colours[method],
+            ax.scatter(sub["budget"].map(pos) + off, sub[metric] * metric_scale(metric), s=8, color=colours[method],
                        alpha=0.5, zorder=3)
         ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
         ax.set_xlim(-0.5, len(budgets) - 0.5)
@@ -256,7 +247,8 @@ def _slice(volume: np.ndarray, k: int | None) -> np.ndarray:
     return volume if k is None else volume[k]
 
 
-def plot_overlays(bench: dict, per_case: pd.DataFrame, results: Path, prepared: Path, meta: DatasetInfo) -> dict:
+def plot_overlays(bench: dict, per_case: pd.DataFrame, cases: pd.DataFrame, results: Path, prepared: Path,
+                  meta: DatasetInfo) -> dict:
     """Per budget: rows best / median / worst test case of the reference (per-case class-mean Dice over seeds),
     columns image, reference and each method's prediction of the first seed, on the slice of the case with the most
     reference foreground."""
@@ -265,7 +257,6 @@ def plot_overlays(bench: dict, per_case: pd.DataFrame, results: Path, prepared: 
 
     plt = _plt()
     methods, seed = bench["methods"], bench["seeds"][0]
-    cases = case_means(per_case)
     seed_cases = case_means(per_case[per_case["seed"] == seed])
     n_lab = max(meta.classes) + 1
     cmap = matplotlib.colormaps["tab10" if n_lab <= 11 else "tab20"]
@@ -348,11 +339,12 @@ def draw(bench: dict, results: Path, prepared: Path, tables: Path | None = None)
         raise SslsegError(f"{paths['per_case.csv']}: no rows for {sorted(missing)[0]}; rerun `sslseg aggregate`")
     unit = summary["unit"]
     bench = dict(bench, budget_unit=meta.budget_unit)
+    cases = case_means(per_case)  # per case: class mean averaged over seeds, as the tests compare them
     return {"curves": plot_curves(bench, results),
-            "cases": plot_cases(bench, per_case, _frame(summary["pvalues"]), unit),
+            "cases": plot_cases(bench, cases, _frame(summary["pvalues"]), unit),
             "budget": plot_budget(bench, _frame(summary["per_seed"]), unit),
             "classes": plot_classes(bench, _frame(summary["cells"]), meta),
-            **plot_overlays(bench, per_case, results, prepared, meta)}
+            **plot_overlays(bench, per_case, cases, results, prepared, meta)}
 
 
 def figures(bench: dict, results: Path, prepared: Path, out: Path | None = None,

@@ -79,15 +79,20 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def _scipy_distance(offset: np.ndarray, sampling: np.ndarray) -> np.ndarray:
-    """Lengths of integer index offsets (n, ndim) as scipy's ``distance_transform_edt`` computes them from its
-    feature transform: offset * sampling per axis, squared, summed over the axes in order, square root."""
+def _squared_length(offset: np.ndarray, sampling: np.ndarray) -> np.ndarray:
+    """Squared lengths of integer index offsets (..., ndim) as scipy's ``distance_transform_edt`` computes them from
+    its feature transform: offset * sampling per axis, squared, summed over the axes in order."""
     d = offset.astype(np.float64) * sampling
     d *= d
-    total = d[:, 0].copy()
-    for k in range(1, d.shape[1]):
-        total += d[:, k]
-    return np.sqrt(total)
+    total = d[..., 0].copy()
+    for k in range(1, d.shape[-1]):
+        total += d[..., k]
+    return total
+
+
+def _scipy_distance(offset: np.ndarray, sampling: np.ndarray) -> np.ndarray:
+    """Lengths of integer index offsets (n, ndim), scipy's square root of ``_squared_length``."""
+    return np.sqrt(_squared_length(offset, sampling))
 
 
 @lru_cache(maxsize=64)
@@ -136,12 +141,7 @@ def _directed(s_src: np.ndarray, s_dst: np.ndarray, src: np.ndarray, dst: np.nda
         best = np.empty(len(q))
         rows = max(1, BRUTE_FORCE_PAIRS // 8 // len(dst))
         for i in range(0, len(q), rows):
-            d = (dst[None, :, :] - q[i:i + rows, None, :]) * sampling
-            d *= d
-            total = d[..., 0].copy()
-            for k in range(1, d.shape[-1]):
-                total += d[..., k]
-            best[i:i + rows] = total.min(axis=1)
+            best[i:i + rows] = _squared_length(dst[None, :, :] - q[i:i + rows, None, :], sampling).min(axis=1)
         out[todo] = np.sqrt(best)
     elif len(todo):
         from scipy.spatial import cKDTree  # half a second to import: only when needed

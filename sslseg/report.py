@@ -20,18 +20,27 @@ from sslseg.metrics import EMPTY_POLICIES
 from sslseg.protocols import PROTOCOLS
 from sslseg.stats import HIGHER_BETTER, METRICS, cell_table, load_runs, load_wall_times, paired_tests, seed_table
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "mark", "metric_scale", "ALPHA"]
 
 LABELS = {"dice": "Dice (%)", "jaccard": "Jaccard (%)", "hd95": "95HD", "asd": "ASD"}
 ALPHA = 0.05
 
 
-def _scale(metric: str) -> float:
+def metric_scale(metric: str) -> float:
+    """Factor from stored values to the tables' units: Dice and Jaccard in %."""
     return 100.0 if metric in ("dice", "jaccard") else 1.0
 
 
+def mark(p_wilcoxon_holm: float, mean_diff: float, metric: str) -> str:
+    """The tables' significance mark against the reference: '*' better, '†' worse (Holm-corrected Wilcoxon
+    p < ALPHA), else ''."""
+    if not p_wilcoxon_holm < ALPHA:  # NaN too: no test
+        return ""
+    return "*" if (mean_diff > 0) == HIGHER_BETTER[metric] else "†"
+
+
 def _fmt(mean: float, std: float, metric: str) -> str:
-    s = _scale(metric)
+    s = metric_scale(metric)
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     return f"{mean * s:.2f} ± {std * s:.2f}" if not math.isnan(std) else f"{mean * s:.2f}"
@@ -115,9 +124,7 @@ def _paper_rows(cells: pd.DataFrame, pvals: pd.DataFrame, bench: dict, meta: dic
             cells_ = []
             for m in METRICS:
                 p = pvals[(pvals["method"] == method) & (pvals["budget"] == budget) & (pvals["metric"] == m)]
-                star = ""
-                if len(p) and p["p_wilcoxon_holm"].iloc[0] < ALPHA:  # * significantly better, † worse
-                    star = "*" if (p["mean_diff"].iloc[0] > 0) == HIGHER_BETTER[m] else "†"
+                star = mark(p["p_wilcoxon_holm"].iloc[0], p["mean_diff"].iloc[0], m) if len(p) else ""
                 cells_.append((_fmt(r[m + "_mean"], r[m + "_std"], m) + star, method == best[m]))
             rows.append([(method, False), (f"{budget}", False)] + cells_)
     return rows
@@ -173,7 +180,7 @@ def _tables_html(title: str, rows, cells: pd.DataFrame, pvals: pd.DataFrame, wal
                 (_fmt(sub.at[g, "dice_mean"], sub.at[g, "dice_std"], "dice") if g in sub.index else "n/a", False)
                 for g in groups])
     tests = [[(r.method, False), (str(r.budget), False), (LABELS[r.metric], False),
-              (f"{r.mean_diff * _scale(r.metric):+.2f}", False),
+              (f"{r.mean_diff * metric_scale(r.metric):+.2f}", False),
               (f"{r.p_wilcoxon_holm:.3g}", r.p_wilcoxon_holm < ALPHA), (f"{r.p_ttest_holm:.3g}", False),
               (str(r.n), False)] for r in pvals.itertuples()]
     wall = walls.groupby(["method", "budget"], sort=False).agg(minutes=("wall_time_s", "mean"),
@@ -203,9 +210,9 @@ def _readable(df: pd.DataFrame, unit: str) -> pd.DataFrame:
         metric = col.split("_")[0]
         if metric not in METRICS or col not in (metric, f"{metric}_mean", f"{metric}_std"):
             continue
-        if _scale(metric) != 1:
-            df[col] = df[col] * _scale(metric)
-        df = df.rename(columns={col: f"{col} ({'%' if _scale(metric) != 1 else unit})"})
+        if metric_scale(metric) != 1:
+            df[col] = df[col] * metric_scale(metric)
+        df = df.rename(columns={col: f"{col} ({'%' if metric_scale(metric) != 1 else unit})"})
     return df
 
 
