@@ -81,33 +81,35 @@ def cmd_train(args) -> None:
           ckpt_every=args.ckpt_every)
 
 
-def _stage_args(args, resolve, keys) -> dict:
-    """Settings given as flags; with --config/--bench, the rest resolved from the config as the workflow does;
-    without, the stage's defaults (the protocol's, for a protocol)."""
+def _stage_args(args, resolver: str, keys) -> dict:
+    """Settings given as flags; with --config/--bench, the rest resolved from the config as the workflow does
+    (``sslseg.config.<resolver>``, imported only then); without, the stage's defaults (the protocol's, for a
+    protocol)."""
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.config or args.bench:
-        return {**resolve(_config(args), args.bench), **given}
+        import sslseg.config
+
+        return {**getattr(sslseg.config, resolver)(_config(args), args.bench), **given}
     return given
 
 
 def cmd_infer(args) -> None:
-    from sslseg.config import inference_args
     from sslseg.infer import infer
 
-    a = _stage_args(args, inference_args, ("protocol", "overlap", "mode", "batch_size"))
+    a = _stage_args(args, "inference_args", ("protocol", "overlap", "mode", "batch_size"))
     paths = infer(Path(args.model), Path(args.prepared), Path(args.out), args.split, device=args.device, **a)
     _done("infer", f"{len(paths)} {args.split} predictions in {args.out}")
 
 
 def cmd_evaluate(args) -> None:
-    from sslseg.config import evaluation_args
     from sslseg.evaluate import evaluate
 
-    a = _stage_args(args, evaluation_args, ("protocol", "empty_policy"))
-    df = evaluate(Path(args.pred), Path(args.prepared), Path(args.out), args.split, a.get("protocol", "strict"),
-                  a.get("empty_policy"))
-    _done("evaluate", f"{df['case'].nunique()} cases x {df['class_name'].nunique()} structures in {args.out} "
-                      f"(mean Dice {df['dice'].mean():.4f})")
+    a = _stage_args(args, "evaluation_args", ("protocol", "empty_policy"))
+    rows = evaluate(Path(args.pred), Path(args.prepared), Path(args.out), args.split, a.get("protocol", "strict"),
+                    a.get("empty_policy"))
+    dice = [r["dice"] for r in rows if r["dice"] == r["dice"]]
+    _done("evaluate", f"{len({r['case'] for r in rows})} cases x {len({r['class_name'] for r in rows})} structures "
+                      f"in {args.out} (mean Dice {sum(dice) / len(dice) if dice else float('nan'):.4f})")
 
 
 def cmd_aggregate(args) -> None:

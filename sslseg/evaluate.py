@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from sslseg import SslsegError
-from sslseg.data import load_prepared
+from sslseg.data import prepared_info, split_cases
 from sslseg.io import atomic_path, read_case, read_nifti
 from sslseg.metrics import case_metrics
 from sslseg.protocols import PROTOCOLS
@@ -17,8 +18,8 @@ __all__ = ["evaluate"]
 
 
 def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test", protocol: str = "strict",
-             policy: str | None = None) -> pd.DataFrame:
-    """Write ``out_csv`` (one row per case x scored structure). Every case of ``split`` must have a prediction on
+             policy: str | None = None) -> list[dict]:
+    """Write ``out_csv`` (one row per case x scored structure) and return its rows. Every case of ``split`` must have a prediction on
     the reference's grid (the original one: prepared cases keep their original label when preprocessing resampled
     or cropped them).
 
@@ -27,9 +28,9 @@ def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test",
     """
     proto = PROTOCOLS[protocol]
     policy = policy or proto.empty_policy
-    info, cases = load_prepared(prepared)
+    info = prepared_info(prepared)
     groups = info.groups
-    ids = cases.loc[cases["split"] == split, "case"].tolist()
+    ids = split_cases(prepared, split)
     missing = [c for c in ids if not (Path(pred_dir) / f"{c}.nii.gz").is_file()]
     if missing:
         raise SslsegError(f"{pred_dir}: no prediction for {len(missing)} case(s): {', '.join(missing[:5])}")
@@ -45,13 +46,13 @@ def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test",
         spacing = geom.spacing_zyx if use_spacing else None
         for r in case_metrics(pred.astype(np.int64), ref.label_orig, groups, spacing, policy,
                               members={g: ids_ for g, (_, ids_) in groups.items()}):
-            rows.append({"case": cid, "class_name": groups[r["cls"]][0], **r})
-    df = pd.DataFrame(rows)
-    df["unit"] = proto.unit(info.spacing_known)
-    df["protocol"], df["policy"] = proto.name, policy
-    with atomic_path(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
-    return df
+            rows.append({"case": cid, "class_name": groups[r["cls"]][0], **r,
+                         "unit": proto.unit(info.spacing_known), "protocol": proto.name, "policy": policy})
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case", "class_name"], lineterminator="\n")
+        out.writeheader()
+        out.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows)
+    return rows
 
 
 def _check_prediction(path: Path, pred: np.ndarray, pgeom, ref: np.ndarray, geom, n_classes: int) -> None:

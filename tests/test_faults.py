@@ -537,13 +537,13 @@ def test_infer_refuses_a_folder_holding_other_files(tiny, prepared, tmp_path, ca
 
 
 def test_a_full_disk_in_evaluate_names_the_table(tmp_path, capsys, monkeypatch):
-    import pandas as pd
+    import csv
 
     prepared, cfg, pred = _prepared(tmp_path), _config(tmp_path), _perfect(tmp_path)
 
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    monkeypatch.setattr(csv.DictWriter, "writerows", full)
     assert _evaluate(cfg, pred, prepared, tmp_path / "m" / "metrics.csv") == 1
     _one_error_line(capsys, str(tmp_path / "m" / "metrics.csv"), "No space left on device")

@@ -416,3 +416,19 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
         os.umask(old)
     modes = [(tmp_path / n).stat().st_mode & 0o777 for n in ("a.json", "b.pt", "c.json")]
     assert modes == [0o644, 0o644, 0o660]
+
+
+def test_evaluate_starts_without_torch_pandas_or_the_config_reader(tmp_path):
+    """A short stage imports what it uses: evaluate given its settings as flags (as the workflow calls it) loads
+    neither torch, pandas nor the config schema."""
+    import subprocess
+    import sys
+
+    prepared, pred = _prepared(tmp_path), _perfect(tmp_path)
+    code = ("import sys; from sslseg.cli import main; "
+            f"rc = main(['evaluate', '--pred', {str(pred)!r}, '--prepared', {str(prepared)!r}, "
+            f"'--out', {str(tmp_path / 'm.csv')!r}, '--protocol', 'strict', '--empty-policy', 'penalty']); "
+            "print(rc, sorted(m for m in ('torch', 'pandas', 'jsonschema', 'sslseg.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[-2] == "0 []"
+    assert pd.read_csv(tmp_path / "m.csv")["dice"].tolist() == [1.0] * 6

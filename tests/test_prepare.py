@@ -74,8 +74,10 @@ def test_two_channel_3d_dataset_is_cropped_resampled_and_scored_on_its_original_
         nz = case.image[case.image != 0]
         assert abs(float(nz.mean())) < 0.5  # z-scored inside the head
         write_nifti(tmp_path / f"{cid}.nii.gz", case.label_orig, case.source.geom)
-    df = evaluate(tmp_path, prepared["synthmm"], tmp_path / "m.csv")
-    assert set(df["class_name"]) == {"whole", "core"} and (df["dice"] == 1).all() and (df["unit"] == "mm").all()
+    rows = evaluate(tmp_path, prepared["synthmm"], tmp_path / "m.csv")
+    assert {r["class_name"] for r in rows} == {"whole", "core"}
+    assert all(r["dice"] == 1 and r["unit"] == "mm" for r in rows)
+    assert pd.read_csv(tmp_path / "m.csv").to_dict("records") == pd.DataFrame(rows).to_dict("records")
 
 
 def test_rgb_image_files_are_read_and_masks_thresholded(prepared, tmp_path):

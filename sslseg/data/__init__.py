@@ -20,7 +20,7 @@ from typing import Callable, Literal
 from sslseg import SslsegError
 from sslseg.registry import Registry
 
-__all__ = ["DatasetInfo", "DatasetSpec", "DATASETS", "read_split", "load_prepared"]
+__all__ = ["DatasetInfo", "DatasetSpec", "DATASETS", "read_split", "prepared_info", "load_prepared", "split_cases"]
 
 SPLIT_DIR = Path(__file__).parent / "splits"
 
@@ -128,10 +128,8 @@ def check_splits(dataset: str) -> None:
                                   f"({', '.join(both[:3])})")
 
 
-def load_prepared(prepared: Path):
-    """(DatasetInfo, cases table) of a prepared folder; a missing or outdated one raises SslsegError."""
-    import pandas as pd
-
+def prepared_info(prepared: Path) -> DatasetInfo:
+    """The DatasetInfo of a prepared folder; a missing or outdated one raises SslsegError."""
     from sslseg.io import FORMAT
 
     prepared = Path(prepared)
@@ -143,8 +141,25 @@ def load_prepared(prepared: Path):
         if meta.get("format") != FORMAT:
             raise SslsegError(f"{prepared / 'dataset.json'}: prepared by an older sslseg (format "
                               f"{meta.get('format', 1)}, need {FORMAT}); rerun `sslseg preprocess`")
-        info = DatasetInfo.from_json(meta)
+        return DatasetInfo.from_json(meta)
     except (ValueError, KeyError, TypeError) as e:
         raise SslsegError(f"{prepared / 'dataset.json'}: not a valid dataset description ({e})") from None
-    return info, pd.read_csv(prepared / "cases.csv")
+
+
+def load_prepared(prepared: Path):
+    """(DatasetInfo, cases table as a DataFrame) of a prepared folder; a missing or outdated one raises
+    SslsegError."""
+    import pandas as pd
+
+    info = prepared_info(prepared)
+    return info, pd.read_csv(Path(prepared) / "cases.csv")
+
+
+def split_cases(prepared: Path, split: str) -> list[str]:
+    """The case ids of ``split`` in a prepared folder's cases.csv, in its order (no DataFrame: stages that need
+    only the ids start without pandas)."""
+    import csv
+
+    with open(Path(prepared) / "cases.csv", newline="") as f:
+        return [row["case"] for row in csv.DictReader(f) if row["split"] == split]
 
