@@ -25,7 +25,7 @@ import yaml
 from sslseg import SslsegError
 
 __all__ = ["SCHEMA_PATH", "load_config", "validate", "benchmark", "config_hash", "RunSpec", "run_spec",
-           "inference_args", "evaluation_args", "report_spec", "protocol_of"]
+           "inference_args", "evaluation_args", "report_spec", "protocol_of", "workflow_view"]
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -363,3 +363,67 @@ def report_spec(cfg: dict, bench: str) -> dict:
     return {"name": bench, "dataset": b["dataset"], "methods": b["methods"], "labels": b["labels"],
             "seeds": b["seeds"], "reference": b["reference"], "selection": b["validation"]["selection"],
             **evaluation_args(cfg, bench)}
+
+
+def _package_digest() -> str:
+    """Hash of every file of the installed package: the registries (names, declarations, parameter checks) and
+    everything else a view is derived from."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _view(cfg: dict, source: str) -> dict:
+    """What the workflow passes to its stages, derived from a config (validated here, in place)."""
+    from sslseg.data import DATASETS
+    from sslseg.figures import captions
+    from sslseg.io import FORMAT
+    from sslseg.methods import METHODS
+
+    validate(cfg, source)
+    benches = {}
+    for name, b in cfg["benchmarks"].items():
+        spec = report_spec(cfg, name)
+        benches[name] = {"infer": inference_args(cfg, name), "evaluate": evaluation_args(cfg, name),
+                         "report": spec, "captions": captions(spec),
+                         "runs": {f"{m}/l{n}/seed{s}": run_spec(cfg, name, m, n, s).to_json()
+                                  for m in b["methods"] for n in b["labels"] for s in b["seeds"]}}
+    return {"config": cfg, "methods": METHODS.names(), "datasets": DATASETS.names(), "format": FORMAT,
+            "benchmarks": benches}
+
+
+def workflow_view(cfg: dict, source: str, cache: Path | None = None) -> dict:
+    """The validated config (``config``, defaults filled), the registered ``methods`` and ``datasets``, the
+    prepared-data ``format`` and, per benchmark, every stage's arguments: ``runs`` (run path
+    ``{method}/l{budget}/seed{seed}`` -> RunSpec JSON), ``infer``, ``evaluate``, ``report`` and the figure
+    ``captions``.
+
+    Deriving it imports the registries (torch, with the methods and models) and resolves every run; ``cache`` (a
+    folder: the workflow's ``.snakemake/sslseg``) keeps the result under a hash of the config, its source and the
+    package's files, so that a workflow whose config and package did not change builds its DAG from the stored
+    view without importing either. Only valid configs are stored: an invalid one is checked (and reported) every
+    time. ``cfg`` is not modified.
+    """
+    text = json.dumps({"config": cfg, "source": source}, sort_keys=True, default=repr)
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"{config_hash({'c': text, 'p': _package_digest()})}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass  # none yet (or unreadable): derive it
+    text = json.dumps(_view(copy.deepcopy(cfg), source), sort_keys=True)
+    if path is not None:
+        from sslseg.io import atomic_path
+
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+            for old in sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-8]:
+                old.unlink(missing_ok=True)  # keep the 8 newest views
+        except OSError:
+            pass  # a read-only or full working directory: the view is derived again next time
+    return json.loads(text)  # as a stored view reads back

@@ -451,3 +451,40 @@ def test_hyper_parameters_out_of_range_name_the_range(tiny, method, hp, needle):
     b = dict(tiny["synth2d"], methods=["supervised", method], hparams={method: hp})
     with pytest.raises(SslsegError, match=re.escape(f"benchmarks/t/hparams/{method}") + ".*" + re.escape(needle)):
         validate({"benchmarks": {"t": b}})
+
+
+def test_workflow_view_is_derived_once_and_read_back_without_torch(tmp_path):
+    """The view the Snakefile builds its DAG from: equal whether derived or read from the cache; a second process
+    reads it without importing torch or the methods; a changed config gets its own view; an invalid one is reported
+    and not stored."""
+    import subprocess
+    import sys
+
+    from sslseg.config import report_spec, workflow_view
+    from sslseg.figures import captions
+
+    cfg = edit(methods=["supervised", "mean_teacher", "bcp"], labels=[1, 2], seeds=[0, 1],
+               warm_start={"from": "supervised", "iterations": 10})
+    cache, before = tmp_path / "cache", json.dumps(cfg, sort_keys=True)
+    view = workflow_view(cfg, "config.yaml", cache)
+    assert len(list(cache.glob("*.json"))) == 1 and json.dumps(cfg, sort_keys=True) == before
+    resolved = validate(json.loads(json.dumps(cfg)), "config.yaml")
+    assert view["config"] == resolved and "bcp" in view["methods"] and "acdc" in view["datasets"]
+    b = view["benchmarks"]["b"]
+    assert set(b["runs"]) == {f"{m}/l{n}/seed{s}" for m in ("supervised", "mean_teacher", "bcp") for n in (1, 2)
+                              for s in (0, 1)}
+    assert b["runs"]["bcp/l2/seed1"] == run_spec(resolved, "b", "bcp", 2, 1).to_json()
+    assert json.loads(b["runs"]["bcp/l2/seed1"])["warm_start"]["run"] == run_spec(resolved, "b", "supervised", 2,
+                                                                                      1).hash
+    assert b["infer"] == inference_args(resolved, "b") and b["evaluate"] == evaluation_args(resolved, "b")
+    assert b["report"] == report_spec(resolved, "b") and b["captions"] == captions(report_spec(resolved, "b"))
+    code = ("import json, sys; from sslseg.config import workflow_view; "
+            f"v = workflow_view(json.loads({json.dumps(json.dumps(cfg))}), 'config.yaml', {str(cache)!r}); "
+            "print(json.dumps(v, sort_keys=True)); print('torch' in sys.modules, 'sslseg.methods' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert json.loads(out[0]) == view and out[1] == "False False"
+    workflow_view(edit(seeds=[2]), "config.yaml", cache)
+    assert len(list(cache.glob("*.json"))) == 2
+    with pytest.raises(SslsegError, match="methods: unknown name 'nope'"):
+        workflow_view(edit(methods=["nope"]), "config.yaml", cache)
+    assert len(list(cache.glob("*.json"))) == 2

@@ -1,26 +1,29 @@
 # Config validation (inheritance, defaults, registry names), wildcard constraints, and what each rule passes to its
 # stage. Stages never read the config file themselves: each gets its part as arguments, and that part is a rule
-# parameter, so Snakemake reruns exactly the jobs whose part changed.
+# parameter, so Snakemake reruns exactly the jobs whose part changed. All of it comes from one view of the config
+# (sslseg.config.workflow_view), derived once per config and package and kept in .snakemake/sslseg: an unchanged
+# workflow builds its DAG without importing the methods (torch) or resolving a run twice.
 import json
 import re
 import shlex
 
 import sslseg.config
 from sslseg import SslsegError
-from sslseg.data import DATASETS
-from sslseg.io import FORMAT
-from sslseg.methods import METHODS
 
 try:
-    sslseg.config.validate(config, workflow.configfiles[-1] if workflow.configfiles else "config")
+    VIEW = sslseg.config.workflow_view(config, workflow.configfiles[-1] if workflow.configfiles else "config",
+                                       ".snakemake/sslseg")
 except SslsegError as e:
     raise WorkflowError(str(e))
+config.clear()
+config.update(VIEW["config"])
+FORMAT = VIEW["format"]
 
 
 wildcard_constraints:
     bench="|".join(config["benchmarks"]),
-    dataset="|".join(DATASETS.names()),
-    method="|".join(map(re.escape, sorted(set(METHODS.names()).union(
+    dataset="|".join(VIEW["datasets"]),
+    method="|".join(map(re.escape, sorted(set(VIEW["methods"]).union(
         *(b["variants"] for b in config["benchmarks"].values())), key=len, reverse=True))),
     labels=r"\d+",
     seed=r"\d+",
@@ -48,10 +51,19 @@ def source_flags(wildcards):
     return f"--source {shlex.quote(url)}" + (f" --sha256 {sha}" if sha else "")
 
 
+def run_spec_json(w):
+    """RunSpec JSON of run ``w``: from the view, or resolved here for a run outside the benchmark's grid (a seed
+    or budget asked for on the command line)."""
+    spec = VIEW["benchmarks"][w.bench]["runs"].get(f"{w.method}/l{int(w.labels)}/seed{int(w.seed)}")
+    if spec is None:
+        spec = sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).to_json()
+    return spec
+
+
 def warm_start_input(wildcards):
     """The warm-start model this run starts from (benchmark key `warm_start`), if any."""
     w = wildcards
-    ws = sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).warm_start
+    ws = json.loads(run_spec_json(w))["warm_start"]
     if ws is None:
         return {}
     return {"init": f"results/{w.bench}/{ws['from']}/l{w.labels}/seed{w.seed}/model.pt"}
@@ -63,22 +75,21 @@ def init_flag(wildcards, input):
 
 def run_spec(wildcards):
     """The run's identity (sslseg.config.RunSpec) as JSON: training reruns when, and only when, it changes."""
-    w = wildcards
-    return sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).to_json()
+    return run_spec_json(wildcards)
 
 
 def infer_flags(wildcards):
-    a = sslseg.config.inference_args(config, wildcards.bench)
+    a = VIEW["benchmarks"][wildcards.bench]["infer"]
     return f"--protocol {a['protocol']} --overlap {a['overlap']} --mode {a['mode']} --batch-size {a['batch_size']}"
 
 
 def evaluate_flags(wildcards):
-    a = sslseg.config.evaluation_args(config, wildcards.bench)
+    a = VIEW["benchmarks"][wildcards.bench]["evaluate"]
     return f"--protocol {a['protocol']} --empty-policy {a['empty_policy']}"
 
 
 def report_spec(wildcards):
-    return json.dumps(sslseg.config.report_spec(config, wildcards.bench), sort_keys=True, separators=(",", ":"))
+    return json.dumps(VIEW["benchmarks"][wildcards.bench]["report"], sort_keys=True, separators=(",", ":"))
 
 
 def run_paths(bench, names):
@@ -104,9 +115,7 @@ def figure_inputs(wildcards):
 
 
 def figure_captions(wildcards):
-    from sslseg.figures import captions
-
-    return captions(sslseg.config.report_spec(config, wildcards.bench))
+    return VIEW["benchmarks"][wildcards.bench]["captions"]
 
 
 def final_targets():
