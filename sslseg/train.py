@@ -11,6 +11,7 @@ bit for bit where an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -32,7 +33,7 @@ import sslseg
 from sslseg import SslsegError, TrainingInterrupted
 from sslseg.config import RunSpec
 from sslseg.data import DatasetInfo, load_prepared
-from sslseg.data.loader import CaseStore, TwoStreamSampler
+from sslseg.data.loader import CaseStore, Prefetcher, TwoStreamSampler
 from sslseg.device import claim_device
 from sslseg.infer import load_checkpoint, one_line, predict_volume
 from sslseg.io import atomic_path, write_json, write_torch
@@ -101,6 +102,43 @@ class Validator:
                                   self.val["overlap"], self.val["mode"], self.val["batch_size"])
             scores.append(np.nanmean(dice_per_class(pred, label, range(1, self.info.n_classes))))
         return float(np.nanmean(scores))
+
+
+class Precision:
+    """The schedule's numeric settings of the training step (both change results, so both are part of the run's
+    identity, and both are off by default): ``precision`` fp32, or bf16 / fp16 autocast of the forward pass and
+    the losses (fp16 with a gradient scaler, whose state a resume keeps); ``channels_last`` networks and inputs
+    in channels-last memory layout. Validation and inference stay in fp32."""
+
+    DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, name: str, channels_last: bool, dev: torch.device) -> None:
+        self.name, self.channels_last, self.dev = name, bool(channels_last), dev
+        self.dtype = self.DTYPES[name]
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=name == "fp16")
+
+    def _layout(self, ndim: int):
+        return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ndim)
+
+    def prepare(self, m: Method) -> None:
+        if self.channels_last:
+            for mod in m.modules().values():
+                conv = next((p for p in mod.parameters() if p.ndim in (4, 5)), None)
+                if conv is not None:
+                    mod.to(memory_format=self._layout(conv.ndim))
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = self._layout(x.ndim) if self.channels_last and x.is_floating_point() else None
+        return x.contiguous(memory_format=fmt) if fmt is not None else x
+
+    def autocast(self):
+        return torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def backward(self, loss: torch.Tensor, opts: list[torch.optim.Optimizer]) -> None:
+        self.scaler.scale(loss).backward()
+        for o in opts:
+            self.scaler.step(o)
+        self.scaler.update()
 
 
 def _git_commit() -> str:
@@ -179,29 +217,34 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     val = spec.validation
     validator = Validator(prepared, info, cases, sched["patch"], val) if val["every"] else None
 
+    precision = Precision(sched.get("precision", "fp32"), sched.get("channels_last", False), dev)
+    precision.prepare(m)
+
     run = _Run()
     resume = out / ".resume" / "state.pt"
     if resume.is_file():
-        _restore(resume, chash, m, opts, sampler, run, stages)
+        _restore(resume, chash, m, opts, sampler, run, stages, precision)
 
     t0, first = time.time(), run.step
     m.train()
     total = sched["iterations"]
-    with _StopSignal() as stop:
+    depth = int(os.environ.get("SSLSEG_PREFETCH", 2))
+    feed = Prefetcher(sampler, depth, pin=dev.type == "cuda") if depth > 0 else sampler
+    with _StopSignal() as stop, feed if depth > 0 else contextlib.nullcontext():
         while run.step < total and not (stop_after is not None and run.step >= stop_after) and stop.received is None:
             step = run.step
             if (idx := _stage_index(stages, step)) != run.entered:
                 _enter(stages[idx], m, run, opts)
                 run.entered = idx
             lr = _set_lr(opts, step, total, sched["poly_power"])
-            loss, logs = m.training_step({k: v.to(dev) for k, v in sampler.next().items()}, step)
+            batch = {k: precision.input(v.to(dev, non_blocking=True)) for k, v in feed.next().items()}
+            with precision.autocast():
+                loss, logs = m.training_step(batch, step)
             if not torch.isfinite(loss):
                 raise SslsegError(f"{spec.method}: loss became {loss.item()} at iteration {step}")
             for o in opts:
                 o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in opts:
-                o.step()
+            precision.backward(loss, opts)
             m.after_step(step)
             run.step = it = step + 1
             row = {"iteration": it, "stage": run.entered, "lr": lr, "loss": loss.item(), **logs, "val_dice": ""}
@@ -227,15 +270,15 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
                       + (f" val_dice {row['val_dice']:.4f}" if row["val_dice"] != "" else "") + f" {per_it:.2f} s/it "
                       f"eta {_duration(per_it * (total - it))}", flush=True)
             if it % ckpt_every == 0 and it < total:
-                _save_resume(resume, m, opts, sampler, run, run.wall + time.time() - t0, chash)
+                _save_resume(resume, m, opts, feed, run, run.wall + time.time() - t0, chash, precision)
     run.wall += time.time() - t0
     if run.step >= total:
-        _finish(out, spec, m, info, run, dev, init)
+        _finish(out, spec, m, info, run, dev, init, precision, depth)
         if resume.is_file():
             resume.unlink()
             resume.parent.rmdir()
         return out / "model.pt"
-    _save_resume(resume, m, opts, sampler, run, run.wall, chash)
+    _save_resume(resume, m, opts, feed, run, run.wall, chash, precision)
     if stop.received is not None:
         raise TrainingInterrupted(f"stopped by signal {stop.received} before iteration {run.step}; resume state "
                                   f"saved in {resume}; rerun the same command to continue")
@@ -310,7 +353,8 @@ def _load_init(path: Path, spec: RunSpec) -> dict[str, dict]:
     return states
 
 
-def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages: list[Stage]) -> None:
+def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages: list[Stage],
+             precision: "Precision") -> None:
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - an unreadable resume state is reported and ignored
@@ -325,6 +369,8 @@ def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages
         o.load_state_dict(s)
     sampler.load_state(st["sampler"])
     m.load_state(st.get("method", {}))
+    if st.get("scaler"):
+        precision.scaler.load_state_dict(st["scaler"])
     torch.set_rng_state(st["torch_rng"])
     if torch.cuda.is_available() and st.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(st["cuda_rng"])
@@ -336,18 +382,20 @@ def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages
     print(f"[sslseg train] resumed from {path} at iteration {run.step}", flush=True)
 
 
-def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, chash: str) -> None:
+def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, chash: str,
+                 precision: "Precision") -> None:
     state = {"modules": {k: mod.state_dict() for k, mod in m.modules().items()},
              "optimisers": [o.state_dict() for o in opts], "sampler": sampler.state(),
              "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "method": m.state(), "step": run.step, "entered": run.entered, "best": run.best,
-             "best_other": run.best_other, "log": run.log,
+             "best_other": run.best_other, "log": run.log, "scaler": precision.scaler.state_dict(),
              "wall": wall, "run": chash}
     write_torch(path, state)
 
 
-def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, dev, init: Path | None) -> None:
+def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, dev, init: Path | None,
+            precision: "Precision", prefetch: int) -> None:
     selection, sched = spec.validation["selection"], spec.schedule
     use_best = selection == "val" and run.best["state"] is not None
     states = run.best["state"] if use_best else _snapshot(m)
@@ -376,6 +424,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
         "versions": {"sslseg": sslseg.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "deterministic": "torch.use_deterministic_algorithms(True); cudnn.benchmark=False; threads="
                          f"{torch.get_num_threads()}",
+        "precision": precision.name, "channels_last": precision.channels_last, "prefetch": prefetch,
         "time_finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     print(f"[sslseg train] wrote {out / 'model.pt'} (selection {selection}, iteration {selected}, best val Dice "

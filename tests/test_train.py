@@ -225,3 +225,100 @@ def test_bcp_self_training_restarts_from_the_best_pretraining_weights(tiny, prep
     state = fit(b, "bcp", 1, 0, prepared["synth2d"], tmp_path / "cut", stop_after=2)
     at2 = torch.load(state, weights_only=True)["modules"]["student"]
     assert all(torch.equal(at2[k], seen["student"][k]) for k in at2)
+
+
+def _sampler(prepared, seed=0, **kw):
+    import numpy as np
+
+    from sslseg.data.loader import TwoStreamSampler
+
+    return TwoStreamSampler(prepared, 1, (32, 32), 2, 2, np.random.default_rng(seed),
+                            frozenset({"x_l", "y_l", "x_u", "x_u_mix"}), **kw)
+
+
+def test_prefetched_batches_are_the_samplers_own_and_resume_where_handed_out(prepared):
+    from sslseg.data.loader import Prefetcher
+
+    plain = _sampler(prepared["synth2d"])
+    expected, states = [], []
+    for _ in range(5):
+        expected.append(plain.next())
+        states.append(plain.state())
+    with Prefetcher(_sampler(prepared["synth2d"]), depth=3) as feed:
+        for k in range(3):
+            got = feed.next()
+            assert set(got) == set(expected[k]) and all(torch.equal(got[n], expected[k][n]) for n in got)
+        assert feed.state() == states[2]  # not the state after the batches made ahead
+        saved = feed.state()
+    resumed = _sampler(prepared["synth2d"], seed=99)
+    resumed.load_state(saved)
+    with Prefetcher(resumed, depth=2) as feed:
+        for k in (3, 4):
+            got = feed.next()
+            assert all(torch.equal(got[n], expected[k][n]) for n in got)
+
+
+def test_an_error_while_prefetching_is_raised_by_next(prepared):
+    from sslseg import SslsegError
+    from sslseg.data.loader import Prefetcher
+
+    s = _sampler(prepared["synth2d"])
+    calls = []
+    real = s.next
+
+    def next_or_fail():
+        calls.append(1)
+        if len(calls) == 3:
+            raise SslsegError("case.h5: damaged")
+        return real()
+
+    s.next = next_or_fail
+    feed = Prefetcher(s, depth=4)
+    feed.next(), feed.next()
+    with pytest.raises(SslsegError, match="case.h5: damaged"):
+        feed.next()
+    assert not feed._thread.is_alive()
+
+
+def test_prefetching_does_not_change_the_run(tiny, prepared, tmp_path, monkeypatch):
+    b = tiny["synth2d"]
+    a = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "a")
+    monkeypatch.setenv("SSLSEG_PREFETCH", "0")
+    c = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "c")
+    wa, wc = _weights(a), _weights(c)
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert [json.loads((tmp_path / r / "provenance.json").read_text())["prefetch"] for r in "ac"] == [2, 0]
+
+
+@pytest.mark.parametrize("bench, precision, channels_last", [("synth2d", "bf16", True), ("synth3d", "bf16", True),
+                                                             ("synth2d", "fp16", False)])
+def test_mixed_precision_and_channels_last_are_part_of_the_run(tiny, prepared, tmp_path, bench, precision,
+                                                              channels_last):
+    from sslseg.config import run_spec, validate
+
+    b = tiny[bench]
+    fp32 = run_spec(validate({"benchmarks": {"t": b}}), "t", "mean_teacher", b["labels"][0], 0)
+    assert "precision" not in fp32.to_json() and "channels_last" not in fp32.to_json()  # older runs keep their id
+    b["schedule"].update(precision=precision, channels_last=channels_last)
+    spec = run_spec(validate({"benchmarks": {"t": b}}), "t", "mean_teacher", b["labels"][0], 0)
+    assert spec.hash != fp32.hash
+    b["validation"]["selection"] = "last"
+    full = fit(b, "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "full")
+    prov = json.loads((tmp_path / "full" / "provenance.json").read_text())
+    assert (prov["precision"], prov["channels_last"]) == (precision, channels_last)
+    assert pd.read_csv(tmp_path / "full" / "train_log.csv")["loss"].map(math.isfinite).all()
+    # the scaler's state (fp16) and the layout survive a resume
+    fit(b, "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "cut", stop_after=2)
+    cut = fit(b, "mean_teacher", b["labels"][0], 0, prepared[bench], tmp_path / "cut")
+    wf, wc = _weights(full), _weights(cut)
+    assert all(torch.equal(wf[k], wc[k]) for k in wf)
+
+
+def test_fp16_scaler_is_saved_with_the_resume_state(tiny, prepared, tmp_path):
+    b = tiny["synth2d"]
+    b["schedule"]["precision"] = "fp16"
+    state = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "r", stop_after=2)
+    scaler = torch.load(state, weights_only=True)["scaler"]
+    # the scaler after two steps, each either counted towards growth or an overflow (scale halved, count reset);
+    # a fresh scaler would read (65536, 0)
+    assert (scaler["scale"], scaler["_growth_tracker"]) in {(65536.0, 2), (32768.0, 1), (32768.0, 0), (16384.0, 0)}

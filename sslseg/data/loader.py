@@ -11,12 +11,16 @@ stored 2D cases, or every slice of stored volumes.
 3D: random crop of the patch (zero padding where the volume is smaller) + random flips, as UA-MT's
 ``RandomCrop``/``RandomRotFlip`` (rot90 only in the axial plane, and only when that plane is square); datasets
 with left/right organ pairs (``mirror: false``) get crops only, so laterality stays learnable.
-Every random draw comes from one ``numpy.random.Generator``, so the stream is fixed by the seed.
+Every random draw comes from one ``numpy.random.Generator``, so the stream is fixed by the seed. ``Prefetcher``
+makes the next batches in a background thread while the network trains on the current one: the same sampler in
+the same order, so the stream -- and an exact resume -- do not depend on it.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ from sslseg import SslsegError
 from sslseg.data import DatasetInfo, load_prepared
 from sslseg.io import check_case, fg_voxel, read_case, read_fg_index, read_region, Case
 
-__all__ = ["CaseStore", "TwoStreamSampler", "cache_budget"]
+__all__ = ["CaseStore", "TwoStreamSampler", "Prefetcher", "cache_budget"]
 
 
 def cache_budget() -> int:
@@ -236,3 +240,62 @@ class TwoStreamSampler:
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self._queues = {"l": [], "u": [], "m": [], **{k: list(v) for k, v in state["queues"].items()}}
+
+
+class Prefetcher:
+    """Up to ``depth`` batches of ``sampler`` made ahead by one background thread (reading, augmentation, and
+    page-locking when ``pin``: host-to-GPU copies can then overlap the device's work, as DataLoader's workers do).
+
+    The thread is the sampler's only user and draws its batches in order, so the batches are the sampler's own,
+    whatever the depth; ``state()`` is the sampler's state after the last batch *handed out* (not after the ones
+    made ahead), so a resume state saved from it continues exactly there. An error in the thread (a damaged case)
+    is raised by the ``next()`` that would have returned its batch.
+    """
+
+    def __init__(self, sampler: TwoStreamSampler, depth: int = 2, pin: bool = False) -> None:
+        self.sampler, self.pin = sampler, pin
+        self._state = sampler.state()
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="sslseg-prefetch", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = self.sampler.next()
+                if self.pin:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                item = (batch, self.sampler.state(), None)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+                item = (None, None, e)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[2] is not None:
+                return
+
+    def next(self) -> dict[str, torch.Tensor]:
+        batch, state, error = self._queue.get()
+        if error is not None:
+            self.close()
+            raise error
+        self._state = state
+        return batch
+
+    def state(self) -> dict:
+        return self._state
+
+    def close(self) -> None:
+        """Stop the thread (batches made ahead are dropped: ``state()`` does not count them)."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
