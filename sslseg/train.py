@@ -228,7 +228,9 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     t0, first = time.time(), run.step
     m.train()
     total = sched["iterations"]
-    depth = int(os.environ.get("SSLSEG_PREFETCH", 2))
+    # batches made ahead (SSLSEG_PREFETCH; the same stream either way): on a GPU the host's cores are otherwise
+    # idle; on a CPU they are the ones training, and a second thread measured slower (docs/benchmarks.md)
+    depth = int(os.environ.get("SSLSEG_PREFETCH", 2 if dev.type == "cuda" else 0))
     feed = Prefetcher(sampler, depth, pin=dev.type == "cuda") if depth > 0 else sampler
     with _StopSignal() as stop, feed if depth > 0 else contextlib.nullcontext():
         while run.step < total and not (stop_after is not None and run.step >= stop_after) and stop.received is None:

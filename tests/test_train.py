@@ -282,12 +282,16 @@ def test_an_error_while_prefetching_is_raised_by_next(prepared):
 
 def test_prefetching_does_not_change_the_run(tiny, prepared, tmp_path, monkeypatch):
     b = tiny["synth2d"]
+    monkeypatch.setenv("SSLSEG_PREFETCH", "2")  # the default on a GPU (off on a CPU)
     a = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "a")
     monkeypatch.setenv("SSLSEG_PREFETCH", "0")
     c = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "c")
-    wa, wc = _weights(a), _weights(c)
-    assert all(torch.equal(wa[k], wc[k]) for k in wa)
-    assert [json.loads((tmp_path / r / "provenance.json").read_text())["prefetch"] for r in "ac"] == [2, 0]
+    monkeypatch.setenv("SSLSEG_PREFETCH", "3")  # and a resume with batches made ahead continues exactly
+    fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "d", stop_after=3)
+    d = fit(b, "mean_teacher", 1, 0, prepared["synth2d"], tmp_path / "d")
+    wa, wc, wd = _weights(a), _weights(c), _weights(d)
+    assert all(torch.equal(wa[k], wc[k]) and torch.equal(wa[k], wd[k]) for k in wa)
+    assert [json.loads((tmp_path / r / "provenance.json").read_text())["prefetch"] for r in "acd"] == [2, 0, 3]
 
 
 @pytest.mark.parametrize("bench, precision, channels_last", [("synth2d", "bf16", True), ("synth3d", "bf16", True),
