@@ -356,7 +356,7 @@ def _load_init(path: Path, spec: RunSpec) -> dict[str, dict]:
 
 
 def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages: list[Stage],
-             precision: "Precision") -> None:
+             precision: Precision) -> None:
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - an unreadable resume state is reported and ignored
@@ -385,7 +385,7 @@ def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages
 
 
 def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, chash: str,
-                 precision: "Precision") -> None:
+                 precision: Precision) -> None:
     state = {"modules": {k: mod.state_dict() for k, mod in m.modules().items()},
              "optimisers": [o.state_dict() for o in opts], "sampler": sampler.state(),
              "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
@@ -397,7 +397,7 @@ def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, c
 
 
 def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, dev, init: Path | None,
-            precision: "Precision", prefetch: int) -> None:
+            precision: Precision, prefetch: int) -> None:
     selection, sched = spec.validation["selection"], spec.schedule
     use_best = selection == "val" and run.best["state"] is not None
     states = run.best["state"] if use_best else _snapshot(m)
