@@ -95,7 +95,7 @@ def test_ssl4mis_protocol_equals_medpy_on_real_volumes(acdc_h5, tmp_path):
     for vol in read_split("acdc", "test")[3:]:
         case = read_case(acdc_h5 / "prepared" / "cases" / f"{vol}.h5", n_classes=4)
         write_nifti(pred_dir / f"{vol}.nii.gz", case.label, case.geom)
-    df = evaluate(pred_dir, acdc_h5 / "prepared", tmp_path / "m.csv", "test", "ssl4mis-2d")
+    df = pd.DataFrame(evaluate(pred_dir, acdc_h5 / "prepared", tmp_path / "m.csv", "test", "ssl4mis-2d"))
     assert set(df["policy"]) == {"zero"}  # the protocol's default: BCP's test script
     assert set(df["unit"]) == {"voxel"}
     for vol, rows in expected.items():
