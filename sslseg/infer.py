@@ -39,9 +39,11 @@ def gaussian_map(patch, sigma_scale: float = 1 / 8) -> torch.Tensor:
     return torch.from_numpy(g)
 
 
-def _starts(size: int, patch: int, overlap: float) -> list[int]:
+def _starts(size: int, patch: int, overlap: float, stride: int | None = None) -> list[int]:
     if size <= patch:
         return [0]
+    if stride is not None:  # UA-MT: every stride voxels, the last window ending at the edge
+        return [min(stride * k, size - patch) for k in range(int(np.ceil((size - patch) / stride)) + 1)]
     n = int(np.ceil((size - patch) / (patch * (1 - overlap)))) + 1
     return [int(round(v)) for v in np.linspace(0, size - patch, n)]
 
@@ -53,10 +55,11 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes: int, overlap: float = 0.5,
-                   mode: str = "gaussian", batch_size: int = 4) -> torch.Tensor:
+                   mode: str = "gaussian", batch_size: int = 4, stride=None) -> torch.Tensor:
     """Class probabilities (C, *spatial) of ``image`` (channels, *spatial) from overlapping windows of ``patch``.
 
-    Windows are placed as in nnU-Net (ceil((size - patch) / (patch * (1 - overlap))) + 1 per axis, evenly spread);
+    Windows are placed as in nnU-Net (ceil((size - patch) / (patch * (1 - overlap))) + 1 per axis, evenly spread),
+    or, given a ``stride`` per axis, as UA-MT (at k * stride, the last one moved back to end at the edge);
     images smaller than the patch are zero-padded and cropped back. Softmax outputs are accumulated with the
     importance map (``gaussian``) or uniformly (``constant``) and divided by the summed weights, on the model's
     device (on the host when they do not fit there); the result lies where they were accumulated.
@@ -70,7 +73,8 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch, n_classes
         raise ValueError(f"image has {len(shape)} spatial axes, patch {len(patch)}")
     pad = [max(p - s, 0) for s, p in zip(shape, patch)]
     x = F.pad(image, [v for p in reversed(pad) for v in (p // 2, p - p // 2)]) if any(pad) else image
-    windows = list(itertools.product(*[_starts(s, p, overlap) for s, p in zip(x.shape[1:], patch)]))
+    stride = stride or (None,) * len(patch)
+    windows = list(itertools.product(*[_starts(s, p, overlap, st) for s, p, st in zip(x.shape[1:], patch, stride)]))
     dev = _device_of(model)
     crop = (slice(None),) + tuple(slice(p // 2, p // 2 + s) for s, p in zip(shape, pad))
     try:  # on the model's device: no copy of each window's output back to the host
@@ -129,7 +133,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, dims: int, patch, 
     protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if dims == 3:
         return sliding_window(model, torch.from_numpy(image).float(), patch, n_classes, overlap, mode,
-                              batch_size).argmax(0).cpu().numpy().astype(np.uint8)
+                              batch_size, protocol.stride).argmax(0).cpu().numpy().astype(np.uint8)
     vol = image[:, None] if image.ndim == 3 else image  # (channels, slices, H, W)
     out = np.zeros(vol.shape[1:], np.uint8)
     dev, resize = _device_of(model), RESIZE_2D[protocol.resize_2d]

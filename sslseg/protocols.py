@@ -8,6 +8,8 @@ Fields:
   order 0 on the image, and on the label map back; SSL4MIS/BCP) or ``bilinear`` (image bilinear down, class
   probabilities bilinear back, then argmax).
 * ``overlap``, ``mode``: default 3D sliding-window settings (the benchmark's ``inference:`` may override them).
+* ``stride``: windows every ``stride`` voxels per axis (array order), the last one moved back to end at the edge,
+  as UA-MT's ``test_single_case`` places them; None = ``overlap``'s evenly spread windows (nnU-Net).
 * ``spacing``: distances in mm from the stored spacing (True) or in voxels (False).
 * ``empty_policy``: default empty-mask policy (see ``sslseg.metrics.EMPTY_POLICIES``); a benchmark may override it.
 * ``aggregation``: ``cases-then-classes`` (per class the mean over cases, then the mean over classes; SSL4MIS,
@@ -34,6 +36,7 @@ class Protocol:
     aggregation: Literal["cases-then-classes", "classes-then-cases"] = "cases-then-classes"
     overlap: float = 0.5
     mode: Literal["gaussian", "constant"] = "gaussian"
+    stride: tuple[int, ...] | None = None
 
     def unit(self, spacing_known: bool) -> str:
         """Unit of HD95/ASD under this protocol for a dataset whose spacing is (not) known."""
@@ -49,5 +52,14 @@ for _p in (
              resize_2d="bilinear", spacing=True, empty_policy="penalty"),
     Protocol("ssl4mis-2d", "the SSL4MIS/BCP 2D test loop: slices zoomed to the training size and back with order 0, "
              "medpy without spacing (voxel units)", resize_2d="nearest", spacing=False, empty_policy="zero"),
+    # UA-MT's test_3D (BCP, DTC, MC-Net and Hsu & Hua repeat it): windows of the training patch (LA 112 x 112 x 80,
+    # Pancreas 96^3) every stride_xy / stride_z voxels, softmax averaged uniformly, argmax, medpy in voxels; an
+    # empty prediction scores 0 (BCP's test_3D)
+    Protocol("uamt-la", "the UA-MT/BCP 3D test loop on LA: patch windows every 18 / 18 / 4 voxels (x / y / z), "
+             "softmax averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
+             empty_policy="zero", mode="constant", stride=(4, 18, 18)),
+    Protocol("uamt-pancreas", "the UA-MT/BCP 3D test loop on Pancreas: patch windows every 16 voxels, softmax "
+             "averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
+             empty_policy="zero", mode="constant", stride=(16, 16, 16)),
 ):
     PROTOCOLS.register(_p.name)(_p)
