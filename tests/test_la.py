@@ -213,3 +213,68 @@ def test_uamt_window_starts_by_hand():
     assert _starts(190, 112, 0.5, 18) == [0, 18, 36, 54, 72, 78]
     assert _starts(88, 80, 0.5, 4) == [0, 4, 8]  # its 88 slices, 80-slice windows every 4
     assert _starts(80, 80, 0.5, 4) == [0] and _starts(60, 80, 0.5, 4) == [0]  # one window (padded)
+
+
+@pytest.fixture(scope="module")
+def challenge(tmp_path_factory):
+    """A miniature ``2018_UTAH_MICCAI.zip``: ``Training Set/<case>/lgemri.nrrd`` + ``laendo.nrrd`` (255 = atrium),
+    (x, y, z) = 180 x 40 x 6 at 0.625 mm, origin (1, 2, 3); the atrium at x 80-99, y 10-29, z 1-4."""
+    import SimpleITK as sitk
+
+    root = tmp_path_factory.mktemp("la_raw")
+    for i, cid in enumerate(_ids()):
+        folder = root / "Training Set" / cid
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(i)
+        label = np.zeros((6, 40, 180), np.uint8)  # (z, y, x)
+        label[1:5, 10:30, 80:100] = 255
+        image = (rng.integers(0, 60, label.shape) + (label > 0) * 100).astype(np.uint8)
+        for arr, name in ((image, "lgemri.nrrd"), (label, "laendo.nrrd")):
+            im = sitk.GetImageFromArray(arr)
+            im.SetSpacing((0.625,) * 3)
+            im.SetOrigin((1.0, 2.0, 3.0))
+            sitk.WriteImage(im, str(folder / name), useCompression=True)
+    zpath = root / "2018_UTAH_MICCAI.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for p in sorted((root / "Training Set").rglob("*.nrrd")):
+            z.write(p, p.relative_to(root).as_posix())
+    return zpath, root / "Training Set"
+
+
+def test_challenge_archive_is_cropped_as_uamt_with_a_fixed_margin(challenge, release, tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    zpath, folder = challenge
+    spec = DATASETS["la"]
+    with pytest.raises(SslsegError, match="sha256 mismatch"):  # the pinned digest is the real archive's
+        spec.download(str(zpath), tmp_path / "raw")
+    monkeypatch.setattr(la, "H5_SUMS", release[2])
+    spec.download(str(release[1]), tmp_path / "raw")  # an h5 download first: the archive replaces it
+    digest = hashlib.sha256(zpath.read_bytes()).hexdigest()
+    assert spec.download(str(zpath), tmp_path / "raw", digest) == {"kind": "nrrd", "sha256": digest}
+    assert not (tmp_path / "raw" / "h5").exists()
+    assert spec.download(str(folder), tmp_path / "raw_dir")["sha256"] == "not verified (local folder)"
+    # x: the box 80..99 (extent 19) widened by (112 - 19) // 2 = 46 and the margin 15: 19..160; y: clipped to 0..40
+    assert la.crop_box(np.pad(np.ones((20, 20, 4)), ((80, 80), (10, 10), (1, 1)))) == (slice(19, 160), slice(0, 40))
+    spec.preprocess(spec, tmp_path / "raw", tmp_path / "prepared")
+    cid = read_split("la", "val")[0]
+    case = read_case(tmp_path / "prepared" / "cases" / f"{cid}.h5", n_classes=2)
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / cid / "lgemri.nrrd"))).astype(np.float64)
+    expected = ((raw - raw.mean()) / raw.std()).astype(np.float32)[:, :, 19:160]
+    assert case.image.shape == (1, 6, 40, 141) and np.array_equal(case.image[0], expected)
+    assert int(case.label.sum()) == 4 * 20 * 20 and case.label[1, 10, 80 - 19] == 1
+    np.testing.assert_allclose(case.geom.origin, (1.0 + 19 * 0.625, 2.0, 3.0))
+    assert case.geom.spacing == (0.625, 0.625, 0.625)
+    info, table = load_prepared(tmp_path / "prepared")
+    assert info.budgets == (4, 8, 16) and len(table) == 100
+
+
+def test_challenge_folder_with_a_missing_label_names_it(challenge, tmp_path):
+    _, folder = challenge
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    victim = read_split("la", "test")[5]
+    (partial / victim / "laendo.nrrd").unlink()
+    with pytest.raises(SslsegError, match=f"{victim}/laendo.nrrd: missing from the LA archive"):
+        DATASETS["la"].download(str(partial), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
