@@ -407,10 +407,10 @@ def workflow_view(cfg: dict, source: str, cache: Path | None = None) -> dict:
     view without importing either. Only valid configs are stored: an invalid one is checked (and reported) every
     time. ``cfg`` is not modified.
     """
-    text = json.dumps({"config": cfg, "source": source}, sort_keys=True, default=repr)
+    given = json.dumps({"config": cfg, "source": source}, sort_keys=True, default=repr)
     path = None
     if cache is not None:
-        path = Path(cache) / f"{config_hash({'c': text, 'p': _package_digest()})}.json"
+        path = Path(cache) / f"{config_hash({'c': given, 'p': _package_digest()})}.json"
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):

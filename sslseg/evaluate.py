@@ -19,9 +19,9 @@ __all__ = ["evaluate"]
 
 def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test", protocol: str = "strict",
              policy: str | None = None) -> list[dict]:
-    """Write ``out_csv`` (one row per case x scored structure) and return its rows. Every case of ``split`` must have a prediction on
-    the reference's grid (the original one: prepared cases keep their original label when preprocessing resampled
-    or cropped them).
+    """Write ``out_csv`` (one row per case x scored structure) and return its rows. Every case of ``split`` must
+    have a prediction on the reference's grid (the original one: prepared cases keep their original label when
+    preprocessing resampled or cropped them).
 
     Distances are in mm from the reference's spacing when the protocol says so and the dataset's source has a
     spacing (``unit`` says which); ``policy`` None takes the protocol's empty-mask policy.

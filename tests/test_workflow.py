@@ -173,3 +173,16 @@ def test_variants_and_warm_start_exceptions_in_the_dag(tmp_path):
     assert init in cmds["mean_teacher"] and init in cmds["mt-strong"] and "--init" not in cmds["egm_dt"]
     assert '"name":"mt-strong"' in cmds["mt-strong"] and '"method":"mean_teacher"' in cmds["mt-strong"]
     assert '"consistency":1.0' in cmds["mt-strong"] and '"consistency":0.1' in cmds["mean_teacher"]
+
+
+def test_a_run_outside_the_grid_is_resolved_on_the_spot(tmp_path):
+    """The cached view holds the benchmark's grid; a seed asked for by path gets its own specification (and its
+    warm start), the same as if the config had listed it."""
+    b = dict(TINY["synth2d"], methods=["supervised", "mean_teacher"], seeds=[0],
+             warm_start={"from": "supervised", "iterations": 4})
+    write_config(tmp_path, {"benchmarks": {"t": b}, "targets": ["t"]})
+    smk(tmp_path, "-n")  # derives and stores the view
+    out = smk(tmp_path, "-n", "-p", "results/t/mean_teacher/l1/seed7/model.pt").stdout
+    cmd = next(line for line in out.splitlines() if "--out results/t/mean_teacher/l1/seed7" in line)
+    assert '"seed":7' in cmd and "--init results/t/supervised/l1/seed7/model.pt" in cmd
+    assert job_counts(out)["train"] == 2

@@ -51,19 +51,10 @@ def source_flags(wildcards):
     return f"--source {shlex.quote(url)}" + (f" --sha256 {sha}" if sha else "")
 
 
-def run_spec_json(w):
-    """RunSpec JSON of run ``w``: from the view, or resolved here for a run outside the benchmark's grid (a seed
-    or budget asked for on the command line)."""
-    spec = VIEW["benchmarks"][w.bench]["runs"].get(f"{w.method}/l{int(w.labels)}/seed{int(w.seed)}")
-    if spec is None:
-        spec = sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).to_json()
-    return spec
-
-
 def warm_start_input(wildcards):
     """The warm-start model this run starts from (benchmark key `warm_start`), if any."""
     w = wildcards
-    ws = json.loads(run_spec_json(w))["warm_start"]
+    ws = json.loads(run_spec(w))["warm_start"]
     if ws is None:
         return {}
     return {"init": f"results/{w.bench}/{ws['from']}/l{w.labels}/seed{w.seed}/model.pt"}
@@ -73,9 +64,13 @@ def init_flag(wildcards, input):
     return f"--init {input.init}" if "init" in input.keys() else ""
 
 
-def run_spec(wildcards):
-    """The run's identity (sslseg.config.RunSpec) as JSON: training reruns when, and only when, it changes."""
-    return run_spec_json(wildcards)
+def run_spec(w):
+    """The run's identity (sslseg.config.RunSpec) as JSON: training reruns when, and only when, it changes. From
+    the view, or resolved here for a run outside the benchmark's grid (a seed or budget asked for by path)."""
+    spec = VIEW["benchmarks"][w.bench]["runs"].get(f"{w.method}/l{int(w.labels)}/seed{int(w.seed)}")
+    if spec is None:
+        spec = sslseg.config.run_spec(config, w.bench, w.method, int(w.labels), int(w.seed)).to_json()
+    return spec
 
 
 def infer_flags(wildcards):
