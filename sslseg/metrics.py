@@ -50,18 +50,23 @@ def jc(result: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of ``mask`` (None when empty), from one projection per axis."""
-    box = []
+    """The bounding box of ``mask`` (None when empty), from one projection per axis, each taken over the box found
+    so far (the rows outside it hold nothing)."""
+    box = [slice(None)] * mask.ndim
     for ax in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(k for k in range(mask.ndim) if k != ax)))
+        hit = np.flatnonzero(mask[tuple(box)].any(axis=tuple(k for k in range(mask.ndim) if k != ax)))
         if not len(hit):
             return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        box[ax] = slice(int(hit[0]), int(hit[-1]) + 1)
     return tuple(box)
 
 
 def _crop(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    box = _box(a | b)
+    """``a`` and ``b`` cut to the box that holds both; ValueError when either is empty."""
+    box_a, box_b = _box(a), _box(b)
+    if box_a is None or box_b is None:
+        raise ValueError("surface distances need two non-empty masks")
+    box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(box_a, box_b))
     return a[box], b[box]
 
 
@@ -159,8 +164,8 @@ def surface_distances(result: np.ndarray, reference: np.ndarray,
     medpy visits the surface voxels (C order), with medpy's values (see ``_directed``)."""
     result = np.atleast_1d(np.asarray(result, bool))
     reference = np.atleast_1d(np.asarray(reference, bool))
-    if not result.any() or not reference.any():
-        raise ValueError("surface distances need two non-empty masks")
+    if result.shape != reference.shape:
+        raise ValueError(f"result shape {result.shape} != reference shape {reference.shape}")
     if spacing is not None and len(spacing) != result.ndim:
         raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} values for a {result.ndim}D mask")
     result, reference = _crop(result, reference)
