@@ -25,8 +25,8 @@ from sslseg.data import load_prepared
 from sslseg.io import read_case, replace_folder, write_nifti
 from sslseg.protocols import PROTOCOLS, Protocol
 
-__all__ = ["predict_volume", "sliding_window", "gaussian_map", "load_checkpoint", "build_predictor", "load_model",
-           "infer"]
+__all__ = ["predict_volume", "sliding_window", "largest_components", "gaussian_map", "load_checkpoint",
+           "build_predictor", "load_model", "infer"]
 
 
 def gaussian_map(patch, sigma_scale: float = 1 / 8) -> torch.Tensor:
@@ -99,6 +99,18 @@ def _accumulate(model, x, windows, patch, n_classes, mode, batch_size, dev, stor
     return probs / norm
 
 
+def largest_components(pred: np.ndarray) -> np.ndarray:
+    """Each foreground class of a label map reduced to its largest 26-connected component (the first found, in
+    raster order, among equally large ones); the rest becomes background."""
+    out = np.zeros_like(pred)
+    full = np.ones((3,) * pred.ndim, bool)
+    for c in np.unique(pred[pred != 0]):
+        comps, n = ndimage.label(pred == c, structure=full)
+        sizes = np.bincount(comps.ravel())[1:]
+        out[comps == int(np.argmax(sizes)) + 1] = c
+    return out
+
+
 def _slices_nearest(model, sl: np.ndarray, patch, dev) -> np.ndarray:
     """SSL4MIS/BCP: each slice (channels, H, W) zoomed to the patch with order 0, argmax, zoomed back with order 0."""
     h, w = sl.shape[2:]
@@ -132,8 +144,9 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, dims: int, patch, 
     model.eval()
     protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if dims == 3:
-        return sliding_window(model, torch.from_numpy(image).float(), patch, n_classes, overlap, mode,
+        pred = sliding_window(model, torch.from_numpy(image).float(), patch, n_classes, overlap, mode,
                               batch_size, protocol.stride).argmax(0).cpu().numpy().astype(np.uint8)
+        return largest_components(pred) if protocol.largest_component else pred
     vol = image[:, None] if image.ndim == 3 else image  # (channels, slices, H, W)
     out = np.zeros(vol.shape[1:], np.uint8)
     dev, resize = _device_of(model), RESIZE_2D[protocol.resize_2d]

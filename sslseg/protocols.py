@@ -10,6 +10,8 @@ Fields:
 * ``overlap``, ``mode``: default 3D sliding-window settings (the benchmark's ``inference:`` may override them).
 * ``stride``: windows every ``stride`` voxels per axis (array order), the last one moved back to end at the edge,
   as UA-MT's ``test_single_case`` places them; None = ``overlap``'s evenly spread windows (nnU-Net).
+* ``largest_component``: keep only the largest 26-connected component of each foreground class of a 3D prediction
+  (BCP's ``--nms 1``, there for its one class).
 * ``spacing``: distances in mm from the stored spacing (True) or in voxels (False).
 * ``empty_policy``: default empty-mask policy (see ``sslseg.metrics.EMPTY_POLICIES``); a benchmark may override it.
 * ``aggregation``: ``cases-then-classes`` (per class the mean over cases, then the mean over classes; SSL4MIS,
@@ -37,6 +39,7 @@ class Protocol:
     overlap: float = 0.5
     mode: Literal["gaussian", "constant"] = "gaussian"
     stride: tuple[int, ...] | None = None
+    largest_component: bool = False
 
     def unit(self, spacing_known: bool) -> str:
         """Unit of HD95/ASD under this protocol for a dataset whose spacing is (not) known."""
@@ -58,6 +61,9 @@ for _p in (
     Protocol("uamt-la", "the UA-MT/BCP 3D test loop on LA: patch windows every 18 / 18 / 4 voxels (x / y / z), "
              "softmax averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
              empty_policy="zero", mode="constant", stride=(4, 18, 18)),
+    Protocol("bcp-la", "the BCP 3D test loop on LA: uamt-la, then the largest connected component (26-connected) "
+             "of the prediction kept (`--nms 1`)", resize_2d="nearest", spacing=False, empty_policy="zero",
+             mode="constant", stride=(4, 18, 18), largest_component=True),
     Protocol("uamt-pancreas", "the UA-MT/BCP 3D test loop on Pancreas: patch windows every 16 voxels, softmax "
              "averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
              empty_policy="zero", mode="constant", stride=(16, 16, 16)),

@@ -278,3 +278,56 @@ def test_challenge_folder_with_a_missing_label_names_it(challenge, tmp_path):
     with pytest.raises(SslsegError, match=f"{victim}/laendo.nrrd: missing from the LA archive"):
         DATASETS["la"].download(str(partial), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
+
+
+def test_largest_components_by_hand():
+    from sslseg.infer import largest_components
+
+    pred = np.zeros((3, 5, 6), np.uint8)
+    pred[0, 0, 0:3] = 1          # class 1: 3 voxels
+    pred[2, 4, 3:5] = 1          # class 1: 2 voxels
+    pred[1, 2, 2] = 1
+    pred[2, 3, 3] = 1            # touches (2, 4, 3)... and (1, 2, 2) only by a corner: one 26-connected component
+    pred[0, 4, 5] = 2            # class 2: two single voxels; the first in raster order stays
+    pred[2, 0, 5] = 2
+    out = largest_components(pred)
+    assert np.count_nonzero(out == 1) == 4 and out[0, 0, 0] == 0 and out[1, 2, 2] == 1
+    assert out[0, 4, 5] == 2 and out[2, 0, 5] == 0
+
+
+def test_bcp_protocol_equals_its_test_loop(release, tmp_path, monkeypatch):
+    """`bcp-la`: BCP's test_3d_patch with --nms 1 written out (foreground softmax averaged over UA-MT's windows,
+    > 0.5, the largest 26-connected component by bincount) on five miniature volumes."""
+    import torch
+    from scipy import ndimage
+
+    from sslseg.infer import predict_volume
+
+    _, cases, sums = release
+    monkeypatch.setattr(la, "H5_SUMS", sums)
+    spec = DATASETS["la"]
+    spec.download(str(cases), tmp_path / "raw")
+    spec.preprocess(spec, tmp_path / "raw", tmp_path / "prepared")
+
+    class Threshold(torch.nn.Module):
+        """Foreground probability sigmoid(2 (x - 1.5)): the atrium (mean 2) and 7 % of the background noise
+        (N(0, 1) > 1.5), scattered in small blobs."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return torch.cat([1.5 - x, x - 1.5], 1) * self.w
+
+    net = Threshold().eval()
+    patch, changed = (10, 18, 18), 0
+    for cid in read_split("la", "test")[:5]:
+        case = read_case(tmp_path / "prepared" / "cases" / f"{cid}.h5", n_classes=2)
+        argmax = _uamt_test_single_case(net, case.image[0], patch, 18, 4, 2)  # = foreground > 0.5 (two classes)
+        labels, _ = ndimage.label(argmax, structure=np.ones((3, 3, 3)))  # skimage.measure.label's default in 3D
+        theirs = (labels == np.argmax(np.bincount(labels.flat)[1:]) + 1) if labels.max() else argmax
+        ours = predict_volume(net, case.image, 3, patch, 2, protocol="bcp-la", mode="constant")
+        assert np.array_equal(ours, theirs.astype(np.uint8))
+        changed += int(np.count_nonzero(ours != argmax))
+    assert changed  # the component filter removed something on these volumes
