@@ -33,7 +33,7 @@ import numpy as np
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import fetch, incoming, sha256sum, unpack
-from sslseg.data.prepare import write_cases, write_tables
+from sslseg.data.prepare import write_cases, write_tables, zscore
 from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, replace_folder
 
 __all__ = ["URL", "H5_SUMS", "SPACING", "RAW_SHA256", "MARGIN", "release_files", "read_release_case", "crop_box",
@@ -156,8 +156,7 @@ def read_raw_case(folder: Path) -> Case:
     label = (label == 255).astype(np.uint8)
     if not label.any():
         raise SslsegError(f"{folder / 'laendo.nrrd'}: no atrium voxel; the crop needs one")
-    image = image.astype(np.float64)
-    image = ((image - image.mean()) / image.std()).astype(np.float32)
+    image = zscore(image)
     bx, by = crop_box(label.transpose(2, 1, 0))
     direction = np.array(geom.direction or np.eye(3).ravel()).reshape(3, 3)
     shift = direction @ (np.array([bx.start, by.start, 0]) * np.array(geom.spacing))

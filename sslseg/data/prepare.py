@@ -40,6 +40,12 @@ def ct_window(lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
     return norm
 
 
+def zscore(x: np.ndarray) -> np.ndarray:
+    """z-score over the whole volume, in float64 (UA-MT's LA preprocessing); a constant volume becomes 0."""
+    x = x.astype(np.float64)
+    return ((x - x.mean()) / max(float(x.std()), 1e-8)).astype(np.float32)
+
+
 def zscore_nonzero(x: np.ndarray) -> np.ndarray:
     """z-score over the non-zero voxels, zeros kept (nnU-Net's MRI normalisation with a non-zero mask)."""
     mask = x != 0

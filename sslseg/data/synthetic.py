@@ -5,6 +5,9 @@
   contrast (gamma) and Rician noise. Trained slice-wise, like ACDC.
 * ``synth3d`` -- abdominal-CT-like volumes with seven organs of very different sizes (liver ... adrenal); the
   gallbladder and the adrenal are the tiny "tail" classes. Trained on 3D patches.
+* ``synthla`` -- LGE-MRI-like volumes shaped like the LA set: one small structure (an irregular atrium cavity with
+  two to four pulmonary-vein stubs) whose thin enhanced wall has gaps, beside an unlabelled blood pool of the same
+  brightness, in a larger volume with a bias field and Rician noise. Trained on 3D patches.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from scipy import ndimage
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.io import Geometry, write_json, write_nifti
 
-__all__ = ["cardiac_phantom", "abdomen_phantom", "polyp_phantom", "tumour_phantom", "generate"]
+__all__ = ["cardiac_phantom", "abdomen_phantom", "atrium_phantom", "polyp_phantom", "tumour_phantom", "generate"]
 
 Phantom = tuple[np.ndarray, np.ndarray, Geometry]  # image (channels, *spatial), label, geometry
 
@@ -106,6 +109,38 @@ def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     return img.astype(np.float32)[None], lab, Geometry((1.5, 1.5, 2.5))
 
 
+def atrium_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
+    """One LGE-MRI-like volume, label 1 = atrium cavity with its vein stubs (about 2-4 % of the volume)."""
+    zz, yy, xx = _grid(shape)
+    nz, ny, nx = shape
+    c = np.array([nz * 0.5, ny * 0.45, nx * 0.5]) + rng.uniform(-4, 4, 3)
+    radii = np.array([7.0, 9.0, 10.0]) * rng.uniform(0.85, 1.15, 3)
+    r = np.sqrt(sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), c, radii)))
+    cavity = r + 0.15 * _smooth_field(rng, shape, 4) < 1
+    for _ in range(int(rng.integers(2, 5))):  # pulmonary-vein stubs leaving the cavity
+        d = rng.normal(size=3)
+        d[1] = abs(d[1])  # towards the back
+        d /= np.linalg.norm(d)
+        start, length, width = c + d * radii * 0.8, rng.uniform(6, 10), rng.uniform(1.4, 2.2)
+        rel = np.stack([zz - start[0], yy - start[1], xx - start[2]])
+        t = np.clip(np.tensordot(d, rel, 1), 0, length)
+        dist = np.sqrt(sum((rel[k] - t * d[k]) ** 2 for k in range(3)))
+        cavity |= dist < width
+    wall = ndimage.binary_dilation(cavity, iterations=1) & ~cavity
+    wall &= _smooth_field(rng, shape, 2) > -0.3  # enhanced wall with gaps
+    pool_c = c + np.array([rng.uniform(-3, 3), -ny * 0.22, nx * rng.choice([-0.28, 0.28])])
+    pool = sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), pool_c, (9.0, 7.0, 7.0))) < 1
+    img = 0.32 + 0.06 * _smooth_field(rng, shape, 3)  # myocardium / tissue
+    img = np.where(pool & ~cavity, 0.55, img)  # an unlabelled blood pool of the same brightness
+    img = np.where(cavity, 0.55 + 0.04 * rng.standard_normal(), img)
+    img = np.where(wall, 0.9, img)
+    img = ndimage.gaussian_filter(img.astype(np.float32), 0.6)
+    img = img * np.exp(0.3 * _smooth_field(rng, shape, 12))
+    n1, n2 = rng.normal(0, 0.09, (2,) + shape).astype(np.float32)
+    img = np.sqrt((img + n1) ** 2 + n2**2)
+    return (img * 400).astype(np.float32)[None], cavity.astype(np.uint8), Geometry((0.625, 0.625, 0.625))
+
+
 def polyp_phantom(rng: np.random.Generator) -> Phantom:
     """An endoscopy-like RGB frame (0..255) with one polyp (label 1): redder and more saturated than the mucosa
     around it but of about the same luminance, so colour, not brightness, tells them apart."""
@@ -153,8 +188,8 @@ def tumour_phantom(rng: np.random.Generator, shape=(20, 40, 48)) -> Phantom:
 
 
 PHANTOMS = {"synth2d": cardiac_phantom, "synth3d": abdomen_phantom, "synthpolyp": polyp_phantom,
-            "synthmm": tumour_phantom}
-SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244}
+            "synthmm": tumour_phantom, "synthla": atrium_phantom}
+SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244, "synthla": 20245}
 
 
 def _write_jpeg(path: Path, array: np.ndarray) -> None:
@@ -195,7 +230,7 @@ def _download(name: str):
 
 
 def _register() -> None:
-    from sslseg.data.prepare import ct_window, minmax, prepare_image_folder, prepare_nifti, zscore_nonzero
+    from sslseg.data.prepare import ct_window, minmax, prepare_image_folder, prepare_nifti, zscore, zscore_nonzero
 
     def register(info: DatasetInfo, preprocess=prepare_nifti, **kw) -> None:
         DATASETS.register(info.name)(DatasetSpec(info, _download(info.name), preprocess, **kw))
@@ -208,6 +243,10 @@ def _register() -> None:
         "synth3d", classes=ORGANS, tail=(6, 7), dims=3, modality="CT (synthetic)",
         intensity="CT window [-160, 240] HU to [0, 1]", budget_unit="labelled volumes", budgets=(2, 4),
         mirror=False), normalise=ct_window(-160, 240))
+    register(DatasetInfo(
+        "synthla", classes={1: "LA"}, dims=3, modality="LGE-MRI (synthetic)",
+        intensity="per-volume z-score (as UA-MT's LA release)", budget_unit="labelled volumes", budgets=(2, 4)),
+        normalise=zscore)
     register(DatasetInfo(
         "synthpolyp", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
         intensity="RGB / 255", budget_unit="labelled images", budgets=(4, 8), in_channels=3,
