@@ -171,3 +171,27 @@ def test_a_budget_without_unlabelled_cases_says_so(prepared, tmp_path):
     with pytest.raises(SslsegError, match="labels all 154 training cases; no unlabelled case is left"):
         TwoStreamSampler(dst, 1, (32, 32), 2, 2, np.random.default_rng(0), frozenset({"x_l", "y_l", "x_u"}))
     TwoStreamSampler(dst, 1, (32, 32), 2, 2, np.random.default_rng(0), frozenset({"x_l", "y_l"}))  # supervised: fine
+
+
+def test_la_like_phantom_is_one_small_structure_with_a_gappy_wall(tmp_path):
+    """synthla: deterministic per case; one 26-connected atrium (cavity and vein stubs) of 1-5 % of the volume;
+    its one-voxel rim partly bright (the enhanced wall) and partly not (the gaps); prepared z-scored."""
+    from scipy import ndimage
+
+    from sslseg.data.synthetic import atrium_phantom
+
+    a, la, geom = atrium_phantom(np.random.default_rng([20245, 3]))
+    b, lb, _ = atrium_phantom(np.random.default_rng([20245, 3]))
+    assert np.array_equal(a, b) and np.array_equal(la, lb) and geom.spacing == (0.625,) * 3
+    assert a.shape == (1, 40, 64, 64) and 0.01 < la.mean() < 0.05
+    assert ndimage.label(la, structure=np.ones((3, 3, 3)))[1] == 1
+    rim = ndimage.binary_dilation(la, iterations=1) & ~la.astype(bool)
+    bright = a[0][rim] > np.median(a[0][la == 1])
+    assert 0.3 < bright.mean() < 0.9  # an enhanced wall (brighter than the blood), with gaps (tissue, darker)
+    spec = DATASETS["synthla"]
+    spec.download("", tmp_path / "raw")
+    spec.preprocess(spec, tmp_path / "raw", tmp_path / "prepared")
+    info, cases = load_prepared(tmp_path / "prepared")
+    assert info.budgets == (2, 4) and list(cases["split"].value_counts().sort_index()) == [6, 12, 2]
+    case = read_case(tmp_path / "prepared" / "cases" / "synthla_014.h5", n_classes=2)
+    assert abs(float(case.image.mean())) < 1e-4 and abs(float(case.image.std()) - 1) < 1e-3
