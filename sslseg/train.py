@@ -238,7 +238,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             if (idx := _stage_index(stages, step)) != run.entered:
                 _enter(stages[idx], m, run, opts)
                 run.entered = idx
-            lr = _set_lr(opts, step, total, sched["poly_power"])
+            lr = _set_lr(opts, step, sched, stages[run.entered].start)
             batch = {k: precision.input(v.to(dev, non_blocking=True)) for k, v in feed.next().items()}
             with precision.autocast():
                 loss, logs = m.training_step(batch, step)
@@ -326,11 +326,17 @@ def _enter(stage: Stage, m: Method, run: _Run, opts: list[torch.optim.Optimizer]
     m.begin_stage(stage)
 
 
-def _set_lr(opts: list[torch.optim.Optimizer], step: int, total: int, power: float) -> float:
+def _set_lr(opts: list[torch.optim.Optimizer], step: int, sched: dict, stage_start: int) -> float:
+    """Every group's lr at iteration ``step``: poly over the run, or (``lr_steps``) step decay counted from the
+    start of the current stage."""
     lrs = []
     for o in opts:
         for g in o.param_groups:
-            g["lr"] = poly_lr(g["initial_lr"], step, total, power)
+            if "lr_steps" in sched:
+                decay = sched["lr_steps"]
+                g["lr"] = g["initial_lr"] * decay["gamma"] ** ((step - stage_start) // decay["every"])
+            else:
+                g["lr"] = poly_lr(g["initial_lr"], step, sched["iterations"], sched["poly_power"])
             lrs.append(g["lr"])
     return lrs[0]
 

@@ -130,5 +130,10 @@ def test_every_optimiser_steps_and_the_schedule_scales_each_initial_lr(tiny, pre
     for o in opts:
         for g in o.param_groups:
             g["initial_lr"] = g["lr"]
-    assert _set_lr(opts, 50, 100, 0.9) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert _set_lr(opts, 50, {"iterations": 100, "poly_power": 0.9}, 0) == pytest.approx(0.01 * 0.5 ** 0.9)
     assert opts[1].param_groups[0]["lr"] == pytest.approx(0.001 * 0.5 ** 0.9)
+    # step decay, counted from the start of the stage (BCP's self-training on LA restarts at the base rate)
+    steps = {"iterations": 100, "poly_power": 0.9, "lr_steps": {"every": 2, "gamma": 0.1}}
+    assert [_set_lr(opts, t, steps, 0) for t in range(5)] == pytest.approx([0.01, 0.01, 0.001, 0.001, 1e-4])
+    assert [_set_lr(opts, t, steps, 3) for t in (3, 4, 5, 6)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert opts[1].param_groups[0]["lr"] == pytest.approx(0.0001)

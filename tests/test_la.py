@@ -331,3 +331,21 @@ def test_bcp_protocol_equals_its_test_loop(release, tmp_path, monkeypatch):
         assert np.array_equal(ours, theirs.astype(np.uint8))
         changed += int(np.count_nonzero(ours != argmax))
     assert changed  # the component filter removed something on these volumes
+
+
+def test_the_la_benchmark_builds_its_dag_from_a_local_release(release, tmp_path):
+    """The repository's `la` benchmark, its source a local copy of the release: the whole DAG, and the training
+    command carries BCP's schedule (step decay, its pre-training share)."""
+    import yaml
+
+    from test_workflow import REPO, job_counts, smk
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+        "targets": ["la"], "benchmarks": {"la": cfg["benchmarks"]["la"]}, "sources": {"la": str(release[1])}}))
+    out = smk(tmp_path, "-n", "-p", "results/la/summary.txt").stdout
+    counts = job_counts(out)
+    assert counts["train"] == counts["infer"] == counts["evaluate"] == 5 * 2 * 3 and counts["download"] == 1
+    bcp = next(line for line in out.splitlines() if "--out results/la/bcp/l8/seed2" in line)
+    assert '"lr_steps":{"every":2500,"gamma":0.1}' in bcp and '"pretrain":0.11764705882352941' in bcp
+    assert "--source" in out and str(release[1]) in out

@@ -326,3 +326,19 @@ def test_fp16_scaler_is_saved_with_the_resume_state(tiny, prepared, tmp_path):
     # the scaler after two steps, each either counted towards growth or an overflow (scale halved, count reset);
     # a fresh scaler would read (65536, 0)
     assert (scaler["scale"], scaler["_growth_tracker"]) in {(65536.0, 2), (32768.0, 1), (32768.0, 0), (16384.0, 0)}
+
+
+def test_step_decay_follows_the_stage_and_stays_out_of_older_identities(tiny, prepared, tmp_path):
+    """BCP with ``lr_steps`` (every 2, gamma 0.1) over 6 iterations, self-training from iteration 3: the logged
+    lr is 1, 1, 0.1 in pre-training and again 1, 1, 0.1 in self-training (times the base 0.05)."""
+    from sslseg.config import run_spec, validate
+
+    b = tiny["synth2d"]
+    b["schedule"].update(iterations=6, batch_labelled=2, lr=0.05)
+    b["hparams"] = {"bcp": {"pretrain": 0.5}}
+    poly = run_spec(validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"])}}), "t", "bcp", 1, 0)
+    assert "lr_steps" not in poly.to_json()
+    b["schedule"]["lr_steps"] = {"every": 2, "gamma": 0.1}
+    fit(b, "bcp", 1, 0, prepared["synth2d"], tmp_path / "run")
+    lr = pd.read_csv(tmp_path / "run" / "train_log.csv")["lr"].tolist()
+    assert lr == pytest.approx([0.05, 0.05, 0.005, 0.05, 0.05, 0.005])
