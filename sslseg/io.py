@@ -32,7 +32,8 @@ import numpy as np
 from sslseg import SslsegError
 
 __all__ = ["Geometry", "Source", "Case", "FORMAT", "atomic_path", "replace_folder", "write_json", "check_case", "read_case",
-           "write_case", "case_shape", "read_region", "read_fg_index", "read_nifti", "read_label_of", "write_nifti", "read_image_2d"]
+           "write_case", "case_shape", "read_region", "read_fg_index", "read_release_h5", "read_nifti", "read_label_of",
+           "write_nifti", "read_image_2d"]
 
 FORMAT = 2  # prepared-case format; dataset.json records it
 
@@ -252,6 +253,16 @@ def case_shape(path: str | os.PathLike) -> tuple[int, ...]:
     """(channels, *spatial) of a prepared case, read from its header only."""
     with _open(Path(path)) as f:
         return tuple(int(s) for s in f["image"].shape)
+
+
+def read_release_h5(path: str | os.PathLike, release: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image, label) of one file of a published h5 release (SSL4MIS's ACDC, UA-MT's LA); an unreadable file or a
+    missing key raises SslsegError naming the file and the ``release``."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f["image"][()], f["label"][()]
+    except (OSError, KeyError) as e:
+        raise SslsegError(f"{path}: unreadable {release} h5 file ({e})") from None
 
 
 def read_region(path: str | os.PathLike, key: str, region: tuple[slice, ...]) -> np.ndarray:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import incoming, sha256sum, unpack
 from sslseg.data.prepare import labelled_by_slices, minmax, volume_slices, write_cases, write_tables
-from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, replace_folder
+from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, read_release_h5, replace_folder
 
 __all__ = ["RAW_URL", "RAW_SHA256", "BUDGET_SLICES"]
 
@@ -112,11 +111,7 @@ def _nifti_volume(root: Path, vol: str) -> Case:
 
 def _release_case(path: Path) -> Case:
     """One file of the SSL4MIS h5 release (``image`` min-max normalised, ``label``; no geometry, no channel axis)."""
-    try:
-        with h5py.File(path, "r") as f:
-            image, label = f["image"][()], f["label"][()]
-    except (OSError, KeyError) as e:
-        raise SslsegError(f"{path}: unreadable SSL4MIS h5 file ({e})") from None
+    image, label = read_release_h5(path, "SSL4MIS")
     case = Case(image[None].astype(np.float32), label, Geometry((1.0,) * image.ndim))
     return check_case(case, path, len(CLASSES) + 1)
 

@@ -27,14 +27,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import fetch, incoming, sha256sum, unpack
 from sslseg.data.prepare import write_cases, write_tables, zscore
-from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, replace_folder
+from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, read_release_h5, replace_folder
 
 __all__ = ["URL", "H5_SUMS", "SPACING", "RAW_SHA256", "MARGIN", "release_files", "read_release_case", "crop_box",
            "read_raw_case"]
@@ -118,11 +117,7 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
 
 def read_release_case(path: Path) -> Case:
     """One ``mri_norm2.h5`` as a Case in array order (z, y, x) with the challenge's spacing."""
-    try:
-        with h5py.File(path, "r") as f:
-            image, label = f["image"][()], f["label"][()]
-    except (OSError, KeyError) as e:
-        raise SslsegError(f"{path}: unreadable LA h5 file ({e})") from None
+    image, label = read_release_h5(path, "LA")
     if image.ndim != 3 or image.shape != label.shape:
         raise SslsegError(f"{path}: image {image.shape} and label {label.shape} are not one 3D volume")
     case = Case(np.ascontiguousarray(image.transpose(2, 1, 0))[None].astype(np.float32),
