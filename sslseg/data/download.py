@@ -16,7 +16,7 @@ from typing import Iterator
 from sslseg import SslsegError
 from sslseg.io import atomic_path
 
-__all__ = ["sha256sum", "fetch", "extract", "unpack"]
+__all__ = ["sha256sum", "git_blob_sha1", "fetch", "extract", "unpack", "release_root", "verify_files"]
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -25,6 +25,41 @@ def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The git blob id of a file (``git hash-object``): SHA-1 of ``blob <size>\\0`` + its bytes -- the only
+    checksum some releases committed to git publish."""
+    h = hashlib.sha1()
+    h.update(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def release_root(tree: Path, name: str) -> Path | None:
+    """The folder at or under ``tree`` that holds ``name`` (a release's file path, e.g. ``<case>/mri_norm2.h5``),
+    or None."""
+    if (tree / name).is_file():
+        return tree
+    depth = len(Path(name).parts)
+    for p in sorted(tree.rglob(Path(name).name)):
+        if p.parts[-depth:] == Path(name).parts:
+            return Path(*p.parts[:-depth])
+    return None
+
+
+def verify_files(root: Path, files: dict[str, str], release: str, digest=sha256sum) -> None:
+    """Every ``name -> expected digest`` of a release present under ``root`` with that digest, else SslsegError
+    naming the first file that is missing or differs."""
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise SslsegError(f"{path}: missing from the {release}")
+        if (got := digest(path)) != expected:
+            raise SslsegError(f"{path}: {digest.__name__.replace('sum', '')} mismatch (expected {expected}, got "
+                              f"{got}); corrupt or modified file")
 
 
 def _local(source: str) -> Path | None:

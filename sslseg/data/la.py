@@ -31,7 +31,7 @@ import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import fetch, incoming, sha256sum, unpack
+from sslseg.data.download import fetch, incoming, release_root, unpack, verify_files
 from sslseg.data.prepare import write_cases, write_tables, zscore
 from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, read_release_h5, replace_folder
 
@@ -57,26 +57,6 @@ def release_files() -> dict[str, str]:
     return out
 
 
-def _root(tree: Path, name: str) -> Path | None:
-    """The folder at or under ``tree`` holding the case folders, found by one case's file ``name``
-    (``<case>/<file>``), or None."""
-    if (tree / name).is_file():
-        return tree
-    for p in sorted(tree.rglob(Path(name).name)):
-        if p.parent.name == Path(name).parent.name:
-            return p.parent.parent
-    return None
-
-
-def _verify(root: Path, files: dict[str, str]) -> None:
-    for name, digest in files.items():
-        path = root / name
-        if not path.is_file():
-            raise SslsegError(f"{path}: missing from the LA h5 release")
-        if (got := sha256sum(path)) != digest:
-            raise SslsegError(f"{path}: sha256 mismatch (expected {digest}, got {got}); corrupt or modified file")
-
-
 def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     """Fetch the h5 release (default) or the raw archive into ``raw/h5`` or ``raw/nrrd`` (the other kind's folder
     is removed, so preprocessing reads what was downloaded last); nothing replaces an earlier download unless the
@@ -90,15 +70,15 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
                 fetch(URL.format(case=Path(name).parent.name), tree / name, sha)
         else:
             tree, digest = unpack(source, work, sha256)
-        if (root := _root(tree, f"{cases[0]}/lgemri.nrrd")) is not None:
+        if (root := release_root(tree, f"{cases[0]}/lgemri.nrrd")) is not None:
             if digest is not None and digest != (sha256 or RAW_SHA256).lower():
                 raise SslsegError(f"{source}: sha256 mismatch (expected {sha256 or RAW_SHA256}, got {digest})")
             kind, names = "nrrd", [f"{c}/{f}" for c in cases for f in ("lgemri.nrrd", "laendo.nrrd")]
             if missing := [n for n in names if not (root / n).is_file()]:
                 raise SslsegError(f"{root / missing[0]}: missing from the LA archive ({len(missing)} file(s) missing)")
             facts = {"kind": kind, "sha256": digest or "not verified (local folder)"}
-        elif (root := _root(tree, next(iter(files)))) is not None:
-            _verify(root, files)
+        elif (root := release_root(tree, next(iter(files)))) is not None:
+            verify_files(root, files, "LA h5 release")
             kind, names = "h5", list(files)
             facts = {"kind": kind, "sha256": digest or f"per-file list {H5_SUMS.name}"}
         else:
