@@ -57,15 +57,15 @@ for _p in (
              "medpy without spacing (voxel units)", resize_2d="nearest", spacing=False, empty_policy="zero"),
     # UA-MT's test_3D (BCP, DTC, MC-Net and Hsu & Hua repeat it): windows of the training patch (LA 112 x 112 x 80,
     # Pancreas 96^3) every stride_xy / stride_z voxels, softmax averaged uniformly, argmax, medpy in voxels; an
-    # empty prediction scores 0 (BCP's test_3D)
+    # empty prediction scores 0 (BCP's test_3D). BCP's own Pancreas test (CoraNet split) steps 16 / 4: not here yet.
     Protocol("uamt-la", "the UA-MT/BCP 3D test loop on LA: patch windows every 18 / 18 / 4 voxels (x / y / z), "
              "softmax averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
              empty_policy="zero", mode="constant", stride=(4, 18, 18)),
     Protocol("bcp-la", "the BCP 3D test loop on LA: uamt-la, then the largest connected component (26-connected) "
              "of the prediction kept (`--nms 1`)", resize_2d="nearest", spacing=False, empty_policy="zero",
              mode="constant", stride=(4, 18, 18), largest_component=True),
-    Protocol("uamt-pancreas", "the UA-MT/BCP 3D test loop on Pancreas: patch windows every 16 voxels, softmax "
-             "averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
-             empty_policy="zero", mode="constant", stride=(16, 16, 16)),
+    Protocol("mcnet-pancreas", "the MC-Net 3D test loop on Pancreas (UA-MT's, 96^3 windows every 16 voxels on "
+             "every axis), softmax averaged, medpy without spacing (voxel units)", resize_2d="nearest",
+             spacing=False, empty_policy="zero", mode="constant", stride=(16, 16, 16)),
 ):
     PROTOCOLS.register(_p.name)(_p)

@@ -1,7 +1,7 @@
 """Pancreas-NIH in the MC-Net convention: a miniature of the h5 release in its committed layout
 (``data/Pancreas/Pancreas_h5/image00XX_norm.h5``, (x, y, z) arrays) through download (zip, file:// URL, folder,
 the default per-file URLs), git-blob checking, preprocessing (array order, 1 mm, 56/6/20 split, first-n budgets)
-and evaluation under `uamt-pancreas`."""
+and evaluation under `mcnet-pancreas`."""
 
 import subprocess
 import zipfile
@@ -99,7 +99,7 @@ def test_download_preprocess_and_evaluate(release, tmp_path, monkeypatch, capsys
         c = read_case(out / "cases" / f"{t}.h5", n_classes=2)
         write_nifti(tmp_path / "pred" / f"{t}.nii.gz", c.label, c.geom)
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--prepared", str(out), "--out",
-                 str(tmp_path / "m.csv"), "--protocol", "uamt-pancreas"]) == 0, capsys.readouterr().err
+                 str(tmp_path / "m.csv"), "--protocol", "mcnet-pancreas"]) == 0, capsys.readouterr().err
     import pandas as pd
 
     m = pd.read_csv(tmp_path / "m.csv")
