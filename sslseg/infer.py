@@ -105,7 +105,7 @@ def largest_components(pred: np.ndarray) -> np.ndarray:
     out = np.zeros_like(pred)
     full = np.ones((3,) * pred.ndim, bool)
     for c in np.unique(pred[pred != 0]):
-        comps, n = ndimage.label(pred == c, structure=full)
+        comps, _ = ndimage.label(pred == c, structure=full)
         sizes = np.bincount(comps.ravel())[1:]
         out[comps == int(np.argmax(sizes)) + 1] = c
     return out

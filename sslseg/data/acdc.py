@@ -21,7 +21,7 @@ import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import incoming, sha256sum, unpack
+from sslseg.data.download import incoming, listed_files, unpack, verify_files
 from sslseg.data.prepare import labelled_by_slices, minmax, volume_slices, write_cases, write_tables
 from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, read_release_h5, replace_folder
 
@@ -45,21 +45,6 @@ def _find(root: Path, marker: str) -> Path | None:
     return None
 
 
-def _verify_h5(root: Path) -> list[str]:
-    """Check every file listed in the pinned checksum list; return the relative paths."""
-    rel = []
-    for line in H5_SUMS.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        path = root / name
-        if not path.is_file():
-            raise SslsegError(f"{path}: missing from the SSL4MIS h5 release")
-        got = sha256sum(path)
-        if got != digest:
-            raise SslsegError(f"{path}: sha256 mismatch (expected {digest}, got {got}); corrupt or modified file")
-        rel.append(name)
-    return rel
-
-
 def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     """Fetch ``source`` (default: the official raw zip) into ``raw/h5`` or ``raw/nifti``; nothing replaces an
     earlier download unless the new one verified completely."""
@@ -80,7 +65,8 @@ def _install(source: str, raw: Path, sha256: str | None, tree: Path, digest: str
             raise SslsegError(f"{source}: sha256 mismatch (expected {expected}, got {digest})")
         kind, src_root, files = "nifti", nifti_root / "database", None
     elif h5_root is not None:
-        files = _verify_h5(h5_root)
+        files = listed_files(H5_SUMS)
+        verify_files(h5_root, files, "SSL4MIS h5 release")
         kind, src_root = "h5", h5_root
     else:
         raise SslsegError(f"{source}: neither the raw ACDC layout (database/training/...) nor the SSL4MIS h5 layout "

@@ -16,7 +16,7 @@ from typing import Iterator
 from sslseg import SslsegError
 from sslseg.io import atomic_path
 
-__all__ = ["sha256sum", "git_blob_sha1", "fetch", "extract", "unpack", "release_root", "verify_files"]
+__all__ = ["sha256sum", "git_blob_sha1", "fetch", "extract", "unpack", "listed_files", "release_root", "verify_files"]
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -36,6 +36,16 @@ def git_blob_sha1(path: Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def listed_files(path: Path) -> dict[str, str]:
+    """A release's shipped checksum list (``digest [size] name`` per line, ``#`` comments): name -> digest."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, *_, name = line.split()
+            out[name] = digest
+    return out
 
 
 def release_root(tree: Path, name: str) -> Path | None:

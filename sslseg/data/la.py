@@ -31,9 +31,9 @@ import numpy as np
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import fetch, incoming, release_root, unpack, verify_files
-from sslseg.data.prepare import write_cases, write_tables, zscore
-from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, read_release_h5, replace_folder
+from sslseg.data.download import fetch, incoming, listed_files, release_root, unpack, verify_files
+from sslseg.data.prepare import write_cases, write_tables, xyz_release_case, zscore
+from sslseg.io import Case, Geometry, check_case, read_label_of, read_nifti, replace_folder
 
 __all__ = ["URL", "H5_SUMS", "SPACING", "RAW_SHA256", "MARGIN", "release_files", "read_release_case", "crop_box",
            "read_raw_case"]
@@ -49,12 +49,7 @@ CLASSES = {1: "LA"}
 
 def release_files() -> dict[str, str]:
     """``<case>/mri_norm2.h5`` -> its pinned SHA-256."""
-    out = {}
-    for line in H5_SUMS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            digest, _size, name = line.split(maxsplit=2)
-            out[name] = digest
-    return out
+    return listed_files(H5_SUMS)
 
 
 def download(source: str, raw: Path, sha256: str | None = None) -> dict:
@@ -97,14 +92,7 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
 
 def read_release_case(path: Path) -> Case:
     """One ``mri_norm2.h5`` as a Case in array order (z, y, x) with the challenge's spacing."""
-    image, label = read_release_h5(path, "LA")
-    if image.ndim != 3 or image.shape != label.shape:
-        raise SslsegError(f"{path}: image {image.shape} and label {label.shape} are not one 3D volume")
-    case = Case(np.ascontiguousarray(image.transpose(2, 1, 0))[None].astype(np.float32),
-                np.ascontiguousarray(label.transpose(2, 1, 0)), Geometry(SPACING))
-    case = check_case(case, path, len(CLASSES) + 1)
-    case.label = case.label.astype(np.uint8)
-    return case
+    return xyz_release_case(path, "LA", SPACING, len(CLASSES) + 1)
 
 
 def crop_box(label_xyz: np.ndarray) -> tuple[slice, slice]:

@@ -21,13 +21,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from sslseg import SslsegError
 from sslseg.data import DATASETS, SPLIT_DIR, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import fetch, git_blob_sha1, incoming, release_root, unpack, verify_files
-from sslseg.data.prepare import write_cases, write_tables
-from sslseg.io import Case, Geometry, check_case, read_release_h5, replace_folder
+from sslseg.data.download import fetch, git_blob_sha1, incoming, listed_files, release_root, unpack, verify_files
+from sslseg.data.prepare import write_cases, write_tables, xyz_release_case
+from sslseg.io import Case, replace_folder
 
 __all__ = ["URL", "BLOBS", "release_files", "read_release_case"]
 
@@ -38,12 +36,7 @@ CLASSES = {1: "pancreas"}
 
 def release_files() -> dict[str, str]:
     """``image00XX_norm.h5`` -> its git blob id."""
-    out = {}
-    for line in BLOBS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            blob, name = line.split(maxsplit=1)
-            out[name] = blob
-    return out
+    return listed_files(BLOBS)
 
 
 def download(source: str, raw: Path, sha256: str | None = None) -> dict:
@@ -71,14 +64,7 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
 
 def read_release_case(path: Path) -> Case:
     """One ``image00XX_norm.h5`` as a Case in array order (z, y, x), 1 mm isotropic."""
-    image, label = read_release_h5(path, "MC-Net pancreas")
-    if image.ndim != 3 or image.shape != label.shape:
-        raise SslsegError(f"{path}: image {image.shape} and label {label.shape} are not one 3D volume")
-    case = Case(np.ascontiguousarray(image.transpose(2, 1, 0))[None].astype(np.float32),
-                np.ascontiguousarray(label.transpose(2, 1, 0)), Geometry((1.0, 1.0, 1.0)))
-    case = check_case(case, path, len(CLASSES) + 1)
-    case.label = case.label.astype(np.uint8)
-    return case
+    return xyz_release_case(path, "MC-Net pancreas", (1.0, 1.0, 1.0), len(CLASSES) + 1)
 
 
 def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:

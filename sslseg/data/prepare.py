@@ -20,7 +20,7 @@ from scipy import ndimage
 from sslseg import SslsegError
 from sslseg.data import DatasetSpec, read_split
 from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_label_of,
-                       read_nifti, replace_folder, write_case, write_json)
+                       read_nifti, read_release_h5, replace_folder, write_case, write_json)
 
 __all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
            "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables",
@@ -53,6 +53,19 @@ def zscore_nonzero(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32)
     v = x[mask]
     return np.where(mask, (x - v.mean()) / max(float(v.std()), 1e-8), 0).astype(np.float32)
+
+
+def xyz_release_case(path: Path, release: str, spacing: tuple[float, ...], n_classes: int) -> Case:
+    """One file of a published 3D h5 release that stores ``image``/``label`` in (x, y, z) order (UA-MT's LA,
+    MC-Net's Pancreas) as a Case in array order (z, y, x) with ``spacing``; the label as uint8."""
+    image, label = read_release_h5(path, release)
+    if image.ndim != 3 or image.shape != label.shape:
+        raise SslsegError(f"{path}: image {image.shape} and label {label.shape} are not one 3D volume")
+    case = Case(np.ascontiguousarray(image.transpose(2, 1, 0))[None].astype(np.float32),
+                np.ascontiguousarray(label.transpose(2, 1, 0)), Geometry(tuple(spacing)))
+    case = check_case(case, path, n_classes)
+    case.label = case.label.astype(np.uint8)
+    return case
 
 
 def resampled_shape(shape: tuple[int, ...], spacing_zyx, target_zyx) -> tuple[int, ...]:
