@@ -167,6 +167,14 @@ def _check_benchmark(b: dict, where: str) -> None:
             method_params(m, params)
         except SslsegError as e:
             raise SslsegError(f"{where}/hparams/{m}: {e}") from None
+    for m, over in b["schedules"].items():
+        if m not in METHODS:
+            _bad(where, "schedules", m, METHODS.names())
+        try:
+            jsonschema.validate({**b["schedule"], **over}, _schema()["$defs"]["benchmark"]["properties"]["schedule"])
+        except jsonschema.ValidationError as e:
+            key = "/".join(str(p) for p in e.absolute_path)
+            raise SslsegError(f"{where}/schedules/{m}{'/' + key if key else ''}: {e.message}") from None
     for m, nets in b["networks"].items():
         if m not in METHODS:
             _bad(where, "networks", m, METHODS.names())
@@ -323,7 +331,8 @@ def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunS
     b = benchmark(cfg, bench)
     if method not in b["methods"]:
         raise SslsegError(f"benchmark {bench!r} has no method {method!r} (methods: {', '.join(b['methods'])})")
-    sched = dict(b["schedule"])
+    base, hparams, _ = resolve_method(b, method)
+    sched = {**b["schedule"], **b["schedules"].get(base, {})}
     ws = b.get("warm_start") or {}
     warm = None
     if ws.get("from") not in (None, method) and method not in ws.get("except", []):
@@ -334,7 +343,6 @@ def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunS
     proto = protocol_of(val)
     val["overlap"] = proto.overlap if val["overlap"] is None else val["overlap"]
     val["mode"] = val["mode"] or proto.mode
-    base, hparams, _ = resolve_method(b, method)
     return RunSpec(
         bench=bench, dataset={"name": b["dataset"], "format": FORMAT}, method=base,
         hparams=params_dict(method_params(base, hparams)),

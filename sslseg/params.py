@@ -5,6 +5,9 @@ annotation (bool, int, float, str, ``Literal[...]``, ``tuple[int, ...]`` / ``tup
 ``None``) and against the closed ranges of the dataclass's ``RANGES`` (field -> (low, high), None = unbounded);
 a dataclass may check relations in ``__post_init__`` by raising ``ValueError``. Every problem becomes one
 SslsegError line naming the owner and the key.
+
+A parameter added after runs were made is declared with ``added()``: at its default it is left out of
+``params_dict`` (run identities, provenance), so those runs keep their identity.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Literal, Union
 
 from sslseg import SslsegError
 
-__all__ = ["resolve_params", "params_dict"]
+__all__ = ["resolve_params", "params_dict", "added"]
 
 
 def _number(x: Any) -> bool:
@@ -83,6 +86,17 @@ def resolve_params(owner: str, cls: type, overrides: dict | None = None):
     return params
 
 
+def added(default: Any = None) -> Any:
+    """A dataclass field left out of ``params_dict`` while it holds ``default``."""
+    return dataclasses.field(default=default, metadata={"added": True})
+
+
 def params_dict(params) -> dict:
-    """JSON-able view of a params instance (tuples become lists), for run identities and provenance."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+    """JSON-able view of a params instance (tuples become lists; ``added`` fields at their default left out), for
+    run identities and provenance."""
+    out = {}
+    for f in dataclasses.fields(params):
+        v = getattr(params, f.name)
+        if not (f.metadata.get("added") and v == f.default):
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out

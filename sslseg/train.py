@@ -213,6 +213,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     opts = m.optimisers(sched)
     for g in (g for o in opts for g in o.param_groups):
         g.setdefault("initial_lr", g["lr"])
+        g.setdefault("initial_weight_decay", g["weight_decay"])
     stages = sorted(m.stages(), key=lambda s: s.start)
     val = spec.validation
     validator = Validator(prepared, info, cases, sched["patch"], val) if val["every"] else None
@@ -311,7 +312,8 @@ def _stage_index(stages: list[Stage], step: int) -> int:
 
 def _enter(stage: Stage, m: Method, run: _Run, opts: list[torch.optim.Optimizer]) -> None:
     """A stage starts: optionally from the best validation weights so far (the best weights of also-validated
-    networks go to ``m.best_states``) and with fresh optimiser state; selection restarts with it."""
+    networks go to ``m.best_states``), with fresh optimiser state and its own weight decay; selection restarts
+    with it."""
     if stage.restore_best and run.best["state"] is not None:
         for k, mod in m.modules().items():
             mod.load_state_dict(run.best["state"][k])
@@ -319,9 +321,12 @@ def _enter(stage: Stage, m: Method, run: _Run, opts: list[torch.optim.Optimizer]
         m.best_states = {k: v["state"] for k, v in run.best_other.items()}
         run.best = {"dice": -1.0, "step": -1, "state": None}
         run.best_other = {}
-    if stage.reset_optimisers:
-        for o in opts:
+    for o in opts:
+        if stage.reset_optimisers:
             o.state.clear()
+        for g in o.param_groups:
+            base = g.get("initial_weight_decay", g["weight_decay"])  # a resume state saved before stage decays
+            g["weight_decay"] = base if stage.weight_decay is None else stage.weight_decay
     m.stage = stage.name
     m.begin_stage(stage)
 

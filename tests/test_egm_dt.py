@@ -13,7 +13,7 @@ from sslseg import SslsegError
 from sslseg.methods import method_params
 from sslseg.methods.egm_dt import next_period
 from sslseg.models import build_model, model_spec
-from sslseg.models.egm_unet import CBAM, laplace_level, sobel_edges
+from sslseg.models.egm import CBAM, laplace_level, sobel_edges
 
 
 def test_sobel_edges_by_hand():
@@ -44,7 +44,7 @@ def test_pyramid_level_of_a_constant_is_zero(mode):
 
 
 def test_pyramid_level_needs_a_minimum_stage_size():
-    with pytest.raises(ValueError, match="laplace: reference needs decoder stages of at least 9 pixels"):
+    with pytest.raises(ValueError, match="laplace: reference needs decoder stages of at least 9 voxels"):
         laplace_level(torch.rand(1, 1, 8, 8), "reference")
     assert laplace_level(torch.rand(1, 1, 8, 8), "aligned").shape == (1, 1, 8, 8)
 

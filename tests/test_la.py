@@ -345,7 +345,7 @@ def test_the_la_benchmark_builds_its_dag_from_a_local_release(release, tmp_path)
         "targets": ["la"], "benchmarks": {"la": cfg["benchmarks"]["la"]}, "sources": {"la": str(release[1])}}))
     out = smk(tmp_path, "-n", "-p", "results/la/summary.txt").stdout
     counts = job_counts(out)
-    assert counts["train"] == counts["infer"] == counts["evaluate"] == 5 * 2 * 3 and counts["download"] == 1
+    assert counts["train"] == counts["infer"] == counts["evaluate"] == 6 * 2 * 3 and counts["download"] == 1
     bcp = next(line for line in out.splitlines() if "--out results/la/bcp/l8/seed2" in line)
     assert '"lr_steps":{"every":2500,"gamma":0.1}' in bcp and '"pretrain":0.11764705882352941' in bcp
     assert "--source" in out and str(release[1]) in out

@@ -56,6 +56,7 @@ class Stage:
     start: int  # first iteration of the stage
     restore_best: bool = False  # start from the best validation weights of the previous stages (all networks)
     reset_optimisers: bool = False  # start with fresh optimiser state (momentum), as a newly built optimiser
+    weight_decay: float | None = None  # the optimisers' weight decay in this stage (None: the schedule's)
 
 
 class Ensemble(nn.Module):

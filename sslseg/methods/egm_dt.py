@@ -2,7 +2,7 @@
 in their ``ACDC_labelnum{3,7}_train.py`` (docs/methods.md, "Hsu & Hua"). Everything not listed is BCP's.
 
 * Network: the edge-guided UNet (``egm_unet``: Sobel edge map, edge-guided attention with CBAM after every decoder
-  stage); its 3D form belongs to the LA/Pancreas benchmarks.
+  stage); on LA the edge-guided VNet (``egm_vnet``, sslseg.models.egm), set by the benchmark.
 * Dynamic box: in each stage the box side shrinks linearly from ``box`` (2/3) to ``box_end`` of each axis,
   s(t) = box - (t / T)(box - box_end), t the iteration within the stage and T its length (1/3 on ACDC, 1/2 on LA,
   5/9 on Pancreas).
@@ -56,7 +56,6 @@ class EdgeGuidedDualTeacher(BCP):
                 raise ValueError("static periods need 0 < static_min <= static_period <= static_max")
 
     networks = {"student": Network(model={"name": "egm_unet"})}
-    spatial_dims = (2,)
 
     def setup(self) -> None:
         super().setup()

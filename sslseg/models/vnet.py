@@ -74,14 +74,14 @@ class VNet(SegNet):
         self.up = nn.ModuleList([_resample(b, a, nm, True) for a, b in zip(ch[-2::-1], ch[:0:-1])])
         self.dec = nn.ModuleList([_Stage(n, c, c, nm, res) for n, c in zip((3, 3, 2, 1), ch[-2::-1])])
         self.dropout = nn.Dropout3d(0.5) if p.has_dropout else nn.Identity()
+        self.enc_dropout = nn.ModuleList([nn.Identity()] * 4 + [self.dropout])  # after each encoder stage
         self.head = nn.Conv3d(f, n_classes, 1)
         self.divisor = 16
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.enc[0](x)]
-        for down, stage in zip(self.down, self.enc[1:]):
-            feats.append(stage(down(feats[-1])))
-        feats[-1] = self.dropout(feats[-1])
+        feats = [self.enc_dropout[0](self.enc[0](x))]
+        for down, stage, drop in zip(self.down, self.enc[1:], self.enc_dropout[1:]):
+            feats.append(drop(stage(down(feats[-1]))))
         return feats
 
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
