@@ -67,5 +67,8 @@ for _p in (
     Protocol("mcnet-pancreas", "the MC-Net 3D test loop on Pancreas (UA-MT's, 96^3 windows every 16 voxels on "
              "every axis), softmax averaged, medpy without spacing (voxel units)", resize_2d="nearest",
              spacing=False, empty_policy="zero", mode="constant", stride=(16, 16, 16)),
+    Protocol("bcp-pancreas", "the BCP / CoraNet 3D test loop on Pancreas (`test_model`): 96^3 windows every 16 / 16 "
+             "/ 4 voxels (x / y / z), softmax averaged, no component filter, medpy without spacing (voxel units)",
+             resize_2d="nearest", spacing=False, empty_policy="zero", mode="constant", stride=(4, 16, 16)),
 ):
     PROTOCOLS.register(_p.name)(_p)

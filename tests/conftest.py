@@ -25,6 +25,7 @@ def prepared(tmp_path_factory):
 
 # the edge-guided UNet at the tiny width (its method's default is the paper's 16-256)
 EGM_TINY = {"egm_dt": {"student": {"name": "egm_unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2]}}}
+EGM_TINY3D = {"egm_dt": {"student": {"name": "egm_unet", "channels": [4, 8], "dropout": [0.0, 0.0]}}}
 # SSCD's heads sit at 1/2, 1/4 and 1/8: five levels, narrow
 SSCD_NET = {"name": "unet", "channels": [2, 4, 4, 8, 8], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}
 SSCD_TINY = {"sscd": {"student": SSCD_NET, "second": SSCD_NET}}
@@ -38,7 +39,7 @@ TINY = {
                 "model": {"name": "unet", "channels": [4, 8], "dropout": [0.0, 0.0]},
                 "schedule": {"iterations": 4, "batch_labelled": 1, "batch_unlabelled": 1, "patch": [16, 24, 24],
                              "fg_oversample": 0.5},
-                "validation": {"every": 4, "batch_size": 8}, "inference": {"batch_size": 8}},
+                "validation": {"every": 4, "batch_size": 8}, "inference": {"batch_size": 8}, "networks": EGM_TINY3D},
     "synthpolyp": {"dataset": "synthpolyp", "methods": ["supervised", "fixmatch"], "labels": [4], "seeds": [0],
                    "model": {"name": "unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2]},
                    "schedule": {"iterations": 6, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [32, 32]},
@@ -47,7 +48,7 @@ TINY = {
                 "model": {"name": "unet", "channels": [4, 8], "dropout": [0.0, 0.0]},
                 "schedule": {"iterations": 4, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [16, 16, 16],
                              "fg_oversample": 0.5},
-                "validation": {"every": 4}},
+                "validation": {"every": 4}, "networks": EGM_TINY3D},
 }
 
 

@@ -1,6 +1,6 @@
 """Hsu & Hua's edge-guided dual-teacher BCP: the Sobel edge map, the pyramid level and the EGA/CBAM sizes of the
 edge-guided UNet; the shrinking box, the dynamic teacher's decay per budget, the static teacher's period rule and
-the pseudo-labels of the two teachers -- by hand on tiny tensors."""
+the pseudo-labels of the two teachers -- by hand on tiny tensors; the same pieces in 3D and the edge-guided VNet."""
 
 import math
 
@@ -13,7 +13,7 @@ from sslseg import SslsegError
 from sslseg.methods import method_params
 from sslseg.methods.egm_dt import next_period
 from sslseg.models import build_model, model_spec
-from sslseg.models.egm import CBAM, laplace_level, sobel_edges
+from sslseg.models.egm import CBAM, blur_kernel, laplace_level, sobel_edges
 
 
 def test_sobel_edges_by_hand():
@@ -151,3 +151,71 @@ def test_pseudo_labels_average_the_two_teachers_logits():
     m.static, m.teacher = Const([0.0, 4.0, 3.5, 0.0]), Const([0.0, 0.0, 3.5, 4.0])
     pa, pb = m.pseudo_labels(torch.zeros(2, 1, 3, 3), torch.zeros(2, 1, 3, 3))
     assert (pa == 2).all() and (pb == 2).all()
+
+
+def test_sobel_edges_in_3d_by_hand():
+    # f = x + 2 z (array order z, y, x): away from the border each derivative kernel sees f(+1) - f(-1) along its
+    # axis, weighted by the 1-2-1 x 1-2-1 smoothing (sum 16) on the other two: gx = 2 x 16, gz = 4 x 16, gy = 0
+    z, y, x = torch.meshgrid(*(torch.arange(6.0),) * 3, indexing="ij")
+    e = sobel_edges((x + 2 * z)[None, None])[0, 0]
+    assert e[1:-1, 1:-1, 1:-1].unique().tolist() == [pytest.approx(math.sqrt(32 ** 2 + 64 ** 2))]
+    # the 2D kernels are the same construction: [-1, 0, 1] along x, [1, 2, 1] along y
+    step = torch.zeros(1, 1, 3, 3)
+    step[..., 2] = 1.0
+    assert sobel_edges(step)[0, 0, 1, 1].item() == 4.0
+
+
+def test_blur_kernels_by_hand():
+    # aligned: the 5-tap binomial along every axis; centre (6/16)^3, corner (1/16)^3
+    k = blur_kernel(3)
+    assert k.shape == (5, 5, 5) and k.sum().item() == pytest.approx(1.0)
+    assert k[2, 2, 2].item() == pytest.approx(0.052734375) and k[0, 0, 0].item() == pytest.approx(1 / 4096)
+    assert torch.equal(blur_kernel(2), torch.outer(*(torch.tensor([1.0, 4, 6, 4, 1]),) * 2) / 256)
+    # reference 3D: Gaussian sigma 1.5 on a 3x3x3 grid, normalised: 1D taps exp(-1/4.5) = 0.800737, 1, 0.800737
+    r = blur_kernel(3, "reference")
+    z = (1 + 2 * 0.8007374) ** 3
+    assert r[1, 1, 1].item() == pytest.approx(1 / z, rel=1e-6) and r[0, 0, 0].item() == pytest.approx(
+        0.8007374 ** 3 / z, rel=1e-6)
+
+
+def test_pyramid_level_in_3d_by_hand():
+    c = 0.3
+    p = torch.full((1, 2, 8, 8, 8), c)
+    # aligned: the zero-inserted samples blurred with 8 x the binomial give c back everywhere (taps on even
+    # offsets sum to 1/2 per axis): L = 0
+    assert laplace_level(p).abs().max().item() < 1e-6
+    # reference: the reduced volume (c inside, less at the zero-padded first samples) sits in the first octant of
+    # a zero volume and is blurred with 4 x the Gaussian: deep in the octant u = 4c (L = c - 4c), outside it u = 0
+    lv = laplace_level(p, "reference")[0, 0]
+    assert lv[2, 2, 2].item() == pytest.approx(-3 * c, rel=1e-5) and lv[6, 6, 6].item() == pytest.approx(c)
+    # odd sizes: the expansion is resized back to the stage's size
+    assert laplace_level(torch.rand(1, 3, 7, 9, 5)).shape == (1, 3, 7, 9, 5)
+
+
+def test_edge_guided_vnet_sizes_match_the_reference():
+    net = build_model({"name": "egm_vnet"}, 3, 1, 2)
+    # the UA-MT VNet (9,448,866) + the edge projection 1 -> 128 (256) + the stage projections 128 -> 64, 32, 16
+    # (8,256 + 4,128 + 2,064) + one EGA per decoder stage (3D: 27-tap convolutions, 343-tap spatial gate)
+    def ega(c):
+        h = max(c // 16, 1)
+        return (27 * 3 * c * c + c) + 2 * c + (27 * c + 1) + 2 + (c * h + h + h * c + c) + (2 * 343 + 1)
+    assert [ega(c) for c in (128, 64, 32, 16)] == [1_333_818, 334_966, 84_756, 21_955]
+    assert [sum(p.numel() for p in e.parameters()) for e in net.ega] == [ega(c) for c in (128, 64, 32, 16)]
+    # = the reference VNet(1, 2) of VNet_la_ega.py (11,290,942) less its unused projection / prediction heads,
+    # class selectors and never-called stage projections (51,877)
+    assert sum(p.numel() for p in net.parameters()) == 9_448_866 + 256 + 14_448 + 1_775_495 == 11_239_065
+    # dropout as the reference: Dropout3d 0.4 on the fourth encoder stage, 0.5 on the fifth and before the output
+    assert [getattr(d, "p", 0) for d in net.enc_dropout] == [0, 0, 0, 0.4, 0.5] and net.dropout.p == 0.5
+    assert all(e.drop_fused.p == 0.4 and e.drop_out.p == 0.4 for e in net.ega)
+    x = torch.rand(1, 1, 48, 48, 32)  # the deepest decoder stage (1/8) at 6 x 6 x 4: wide enough to reflect-pad
+    net.eval()
+    y = net(x)
+    assert y.shape == (1, 2, 48, 48, 32) and torch.equal(y, net(x))
+    plain = build_model({"name": "egm_vnet", "has_dropout": False}, 3, 1, 2)
+    assert not any(isinstance(d, nn.Dropout3d) for d in plain.enc_dropout)
+
+
+def test_edge_guided_unet_in_3d():
+    net = build_model({"name": "egm_unet", "channels": [4, 8, 16], "dropout": [0.0, 0.0, 0.0]}, 3, 1, 2)
+    assert net(torch.rand(2, 1, 16, 24, 24)).shape == (2, 2, 16, 24, 24)
+    assert isinstance(net.ega[0].cbam.spatial, nn.Conv3d) and net.ega[0].cbam.spatial.kernel_size == (7, 7, 7)

@@ -348,4 +348,8 @@ def test_the_la_benchmark_builds_its_dag_from_a_local_release(release, tmp_path)
     assert counts["train"] == counts["infer"] == counts["evaluate"] == 6 * 2 * 3 and counts["download"] == 1
     bcp = next(line for line in out.splitlines() if "--out results/la/bcp/l8/seed2" in line)
     assert '"lr_steps":{"every":2500,"gamma":0.1}' in bcp and '"pretrain":0.11764705882352941' in bcp
+    # Hsu & Hua: their network, decay every 5000 and pre-training weight decay 1e-3 (the others keep BCP's)
+    egm = next(line for line in out.splitlines() if "--out results/la/egm_dt/l4/seed0" in line)
+    assert '"lr_steps":{"every":5000,"gamma":0.1}' in egm and '"pretrain_weight_decay":0.001' in egm
+    assert '"name":"egm_vnet"' in egm and "pretrain_weight_decay" not in bcp
     assert "--source" in out and str(release[1]) in out

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import build_method, fit
+from sslseg import SslsegError
 from sslseg.data import load_prepared
 from sslseg.methods import METHODS, method_params
 from sslseg.methods.common import dice_loss, ema_update, sigmoid_rampup
@@ -342,3 +343,30 @@ def test_step_decay_follows_the_stage_and_stays_out_of_older_identities(tiny, pr
     fit(b, "bcp", 1, 0, prepared["synth2d"], tmp_path / "run")
     lr = pd.read_csv(tmp_path / "run" / "train_log.csv")["lr"].tolist()
     assert lr == pytest.approx([0.05, 0.05, 0.005, 0.05, 0.05, 0.005])
+
+
+def test_a_stage_sets_its_weight_decay_and_schedules_change_one_method(tiny, prepared, tmp_path):
+    """BCP's ``pretrain_weight_decay`` (Hsu & Hua pre-train LA with 1e-3, self-train with 1e-4): the optimiser
+    carries it while pre-training (iterations 0-2) and the schedule's 1e-4 afterwards; at its default the
+    parameter stays out of the run's identity. ``schedules`` changes the schedule of one method only."""
+    from sslseg.config import run_spec, validate
+
+    b = tiny["synth2d"]
+    b["schedule"].update(iterations=6, batch_labelled=2)
+    b["hparams"] = {"bcp": {"pretrain": 0.5}}
+    cfg = validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"])}})
+    assert "pretrain_weight_decay" not in run_spec(cfg, "t", "bcp", 1, 0).hparams
+    b["hparams"]["bcp"]["pretrain_weight_decay"] = 1e-3
+    decay = {}
+    for stop in (2, 4):
+        state = fit(b, "bcp", 1, 0, prepared["synth2d"], tmp_path / f"run{stop}", stop_after=stop)
+        decay[stop] = torch.load(state, weights_only=True)["optimisers"][0]["param_groups"][0]["weight_decay"]
+    assert decay == {2: 1e-3, 4: 1e-4}
+    cfg = validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"],
+                                             schedules={"bcp": {"lr_steps": {"every": 5, "gamma": 0.1}}})}})
+    assert run_spec(cfg, "t", "bcp", 1, 0).schedule["lr_steps"] == {"every": 5, "gamma": 0.1}
+    assert "lr_steps" not in run_spec(cfg, "t", "supervised", 1, 0).schedule
+    with pytest.raises(SslsegError, match=r"benchmarks/t/schedules/bcp/lr: -1 is less than"):
+        validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"], schedules={"bcp": {"lr": -1}})}})
+    with pytest.raises(SslsegError, match=r"benchmarks/t/schedules: unknown name 'bcpp'"):
+        validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"], schedules={"bcpp": {}})}})

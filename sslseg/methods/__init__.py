@@ -38,8 +38,15 @@ import torch.nn as nn
 from sslseg.params import resolve_params
 from sslseg.registry import Registry
 
-__all__ = ["Method", "Network", "Stage", "METHODS", "method_params", "dims_error", "init_network",
+__all__ = ["Method", "Network", "Stage", "METHODS", "make_optimiser", "method_params", "dims_error", "init_network",
            "build_networks", "Ensemble"]
+
+
+def make_optimiser(params, sched: dict) -> torch.optim.Optimizer:
+    """The schedule's optimiser over ``params``: SGD (momentum, weight decay), or Adam (``optimizer: adam``)."""
+    if sched.get("optimizer", "sgd") == "adam":
+        return torch.optim.Adam(params, lr=sched["lr"], weight_decay=sched["weight_decay"])
+    return torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"], weight_decay=sched["weight_decay"])
 
 
 @dataclass(frozen=True)
@@ -111,9 +118,7 @@ class Method:
         return dict(self.nets)
 
     def optimisers(self, sched: dict) -> list[torch.optim.Optimizer]:
-        params = [p for net in self.nets.values() for p in net.parameters()]
-        return [torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"],
-                                weight_decay=sched["weight_decay"])]
+        return [make_optimiser([p for net in self.nets.values() for p in net.parameters()], sched)]
 
     def predictor(self) -> nn.Module:
         """The network (or ensemble) used for validation and inference."""

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from sslseg import SslsegError
 from sslseg.augment import bcp_box_mask, colour_jitter, cutmix_boxes
-from sslseg.methods import METHODS, Method, Network, Stage
+from sslseg.methods import METHODS, Method, Network, Stage, make_optimiser
 from sslseg.methods.bcp import halves, largest_cc, mix_loss, region_dice
 from sslseg.methods.common import dice_loss, ema_update, make_ema
 
@@ -203,8 +203,7 @@ class SSCD(Method):
         return {**self.nets, "teacher": self.teacher}
 
     def optimisers(self, sched: dict) -> list[torch.optim.Optimizer]:
-        return [torch.optim.SGD(net.parameters(), lr=sched["lr"], momentum=sched["momentum"],
-                                weight_decay=sched["weight_decay"]) for net in (self.student, self.second)]
+        return [make_optimiser(net.parameters(), sched) for net in (self.student, self.second)]
 
     def also_validate(self) -> tuple[str, ...]:
         return ("second",) if self.stage == "S1" else ()  # S1's best second student seeds S2
