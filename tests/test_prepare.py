@@ -192,6 +192,6 @@ def test_la_like_phantom_is_one_small_structure_with_a_gappy_wall(tmp_path):
     spec.download("", tmp_path / "raw")
     spec.preprocess(spec, tmp_path / "raw", tmp_path / "prepared")
     info, cases = load_prepared(tmp_path / "prepared")
-    assert info.budgets == (2, 4) and list(cases["split"].value_counts().sort_index()) == [6, 12, 2]
+    assert info.budgets == (2, 4) and list(cases["split"].value_counts().sort_index()) == [20, 12, 2]
     case = read_case(tmp_path / "prepared" / "cases" / "synthla_014.h5", n_classes=2)
     assert abs(float(case.image.mean())) < 1e-4 and abs(float(case.image.std()) - 1) < 1e-3
