@@ -219,3 +219,33 @@ def test_edge_guided_unet_in_3d():
     net = build_model({"name": "egm_unet", "channels": [4, 8, 16], "dropout": [0.0, 0.0, 0.0]}, 3, 1, 2)
     assert net(torch.rand(2, 1, 16, 24, 24)).shape == (2, 2, 16, 24, 24)
     assert isinstance(net.ega[0].cbam.spatial, nn.Conv3d) and net.ega[0].cbam.spatial.kernel_size == (7, 7, 7)
+
+
+def test_loss_weights_of_the_pancreas_setting():
+    """``pretrain_dice_weight`` / ``mix_dice_weight``: the loss is w Dice + (1 - w) CE of the logged parts
+    (Hsu & Hua on Pancreas: 0.55 in pre-training, 0.42 in self-training; BCP: 1/2 and 1/2)."""
+    torch.manual_seed(0)
+    m = method(iterations=40, pretrain=0.25, pretrain_dice_weight=0.55, mix_dice_weight=0.42)
+    batch = {"x_l": torch.rand(2, 1, 32, 32), "y_l": torch.randint(0, 4, (2, 32, 32)),
+             "x_u": torch.rand(2, 1, 32, 32)}
+    for stage, step, w in (("pretrain", 0, 0.55), ("self-train", 10, 0.42)):
+        enter(m, stage)
+        loss, logs = m.training_step(batch, step)
+        assert loss.item() == pytest.approx(w * logs["loss_dice"] + (1 - w) * logs["loss_ce"], rel=1e-6)
+    from sslseg.params import params_dict
+
+    assert "mix_dice_weight" not in params_dict(method_params("bcp", {}))  # at BCP's 1/2: not in identities
+    assert params_dict(method_params("bcp", {"mix_dice_weight": 0.42}))["mix_dice_weight"] == 0.42
+
+
+def test_pancreas_network_drops_after_every_deep_encoder_convolution():
+    net = build_model({"name": "egm_vnet", "normalization": "instancenorm", "has_dropout": False,
+                       "ega_dropout": 0.3, "conv_dropout": [0.4, 0.5]}, 3, 1, 2)
+    for stage, rate in ((net.enc[3], 0.4), (net.enc[4], 0.5)):
+        drops = [d.p for d in stage.conv if isinstance(d, nn.Dropout3d)]
+        kinds = [type(layer).__name__ for layer in stage.conv]
+        assert drops == [rate] * 3 and kinds[:4] == ["Conv3d", "InstanceNorm3d", "ReLU", "Dropout3d"]
+    assert all(isinstance(d, nn.Identity) for d in net.enc_dropout) and isinstance(net.dropout, nn.Identity)
+    assert all(e.drop_fused.p == 0.3 for e in net.ega)
+    with pytest.raises(SslsegError, match="conv_dropout two rates"):
+        model_spec({"name": "egm_vnet", "conv_dropout": [0.4]})

@@ -14,7 +14,10 @@ Stages (one run, the trainer's stage mechanism): ``pretrain``, the first ``pretr
 ``update_model_ema``) initialised from it. Pseudo-labels: the teacher's argmax (train mode, no grad) reduced to the
 largest connected component of each class (full connectivity). Model selection restarts with self-training.
 
-``pretrain_weight_decay``: the SGD weight decay of pre-training (default: the schedule's, as BCP; Hsu & Hua
+``pretrain_dice_weight``, ``mix_dice_weight``: the losses as w Dice + (1 - w) CE in pre-training and
+self-training (BCP: 1/2 each; Hsu & Hua on Pancreas: 0.55 and 0.42).
+
+``pretrain_weight_decay``: the weight decay of pre-training (default: the schedule's, as BCP; Hsu & Hua
 pre-train on LA with 1e-3 and self-train with 1e-4).
 
 ``reference_masked_dice``: BCP before commit a925e30 (the code of the paper's numbers) left the background
@@ -106,8 +109,11 @@ class BCP(Method):
         lcc: bool = True
         reference_masked_dice: bool = False
         pretrain_weight_decay: float | None = added()  # None: the schedule's (Hsu & Hua on LA: 1e-3)
+        pretrain_dice_weight: float = added(0.5)  # loss = w Dice + (1 - w) CE (Hsu & Hua on Pancreas: 0.55)
+        mix_dice_weight: float = added(0.5)  # the same in self-training (Hsu & Hua on Pancreas: 0.42)
 
-        RANGES = {"u_weight": (0, None), "ema_decay": (0, 1), "pretrain_weight_decay": (0, None)}
+        RANGES = {"u_weight": (0, None), "ema_decay": (0, 1), "pretrain_weight_decay": (0, None),
+                  "pretrain_dice_weight": (0, 1), "mix_dice_weight": (0, 1)}
 
         def __post_init__(self):
             if not 0 <= self.pretrain < 1 or not 0 < self.box < 1:
@@ -148,8 +154,8 @@ class BCP(Method):
         if self.stage == "pretrain":
             logits = self.student(a * mask + b * (1 - mask))
             dice, ce = mix_loss(logits, ya, yb, mask, 1.0, 1.0, masking)
-            loss = (dice + ce) / 2
-            return loss, {"loss_dice": dice.item(), "loss_ce": ce.item()}
+            w = self.p.pretrain_dice_weight
+            return w * dice + (1 - w) * ce, {"loss_dice": dice.item(), "loss_ce": ce.item()}
         ua, ub = halves(batch["x_u"], "unlabelled", "bcp")
         if len(ua) != len(a):
             raise SslsegError("bcp needs batch_unlabelled == batch_labelled")
@@ -163,7 +169,8 @@ class BCP(Method):
         dice_u, ce_u = mix_loss(out_u, pa, ya, mask, self.p.u_weight, 1.0, masking)
         dice_l, ce_l = mix_loss(out_l, yb, pb, mask, 1.0, self.p.u_weight, masking)
         dice, ce = dice_u + dice_l, ce_u + ce_l
-        return (dice + ce) / 2, {"loss_dice": dice.item(), "loss_ce": ce.item()}
+        w = self.p.mix_dice_weight
+        return w * dice + (1 - w) * ce, {"loss_dice": dice.item(), "loss_ce": ce.item()}
 
     def after_step(self, step: int) -> None:
         if self.stage == "self-train":

@@ -15,7 +15,9 @@ convolution and nearest x2, an EGA after every decoder stage, E' = E resized (bi
 dropout in the EGA. ``egm_vnet`` (3D as the reference): the UA-MT VNet with an EGA after every upsampling + skip
 sum (before the stage's convolutions), E' = a learnt 1x1x1 projection of E to 8 x n_filters channels taken to the
 stage by nearest resizing and, below that width, a learnt 1x1x1 convolution to the stage's width; Dropout3d(0.4)
-on the fused features, element-wise dropout 0.4 after the CBAM and Dropout3d(0.4) on the fourth encoder stage.
+on the fused features, element-wise dropout 0.4 after the CBAM and Dropout3d(0.4) on the fourth encoder stage
+(their Pancreas network: instance norm, EGA dropout 0.3, ``conv_dropout: [0.4, 0.5]`` after every convolution of
+the fourth and fifth encoder stages, no other dropout).
 
 ``laplace: aligned`` (default) is a Burt-Adelson pyramid level that aligns with p: the 5-tap binomial
 [1, 4, 6, 4, 1] / 16 along every axis, both blurs padded by reflection, the reduced image expanded by inserting
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from sslseg.models import MODELS
 from sslseg.models.unet import UNet
-from sslseg.models.vnet import VNet
+from sslseg.models.vnet import VNet, _Stage
 
 __all__ = ["EGMUNet", "EGMVNet", "EGA", "CBAM", "sobel_edges", "laplace_level", "blur_kernel"]
 
@@ -191,11 +193,14 @@ class EGMVNet(VNet):
         cbam_reduction: int = 16
         ega_dropout: float = 0.4
         encoder_dropout: float = 0.4  # Dropout3d on the fourth encoder stage (with has_dropout)
+        conv_dropout: tuple[float, ...] = ()  # Dropout3d after every convolution of encoder stages 4, 5 (Pancreas)
 
         def __post_init__(self):
             super().__post_init__()
-            if self.cbam_reduction < 1 or not 0 <= self.ega_dropout < 1 or not 0 <= self.encoder_dropout < 1:
-                raise ValueError("cbam_reduction must be >= 1, ega_dropout and encoder_dropout in [0, 1)")
+            rates = (self.ega_dropout, self.encoder_dropout, *self.conv_dropout)
+            if self.cbam_reduction < 1 or not all(0 <= r < 1 for r in rates) or len(self.conv_dropout) not in (0, 2):
+                raise ValueError("cbam_reduction must be >= 1, the dropout rates in [0, 1), conv_dropout two rates "
+                                 "(encoder stages 4 and 5) or none")
 
     def __init__(self, spatial_dims: int, in_channels: int, n_classes: int, p: Params = Params()) -> None:
         super().__init__(spatial_dims, in_channels, n_classes, p)
@@ -203,6 +208,8 @@ class EGMVNet(VNet):
         widths = [8 * f, 4 * f, 2 * f, f]
         if p.has_dropout and p.encoder_dropout:
             self.enc_dropout[3] = nn.Dropout3d(p.encoder_dropout)
+        for i, rate in zip((3, 4), p.conv_dropout):  # encoder stages 4 and 5: 3 convolutions of 8f and 16f
+            self.enc[i] = _Stage(3, f * 2 ** i, f * 2 ** i, p.normalization, p.residual, rate)
         self.edge_proj = nn.Conv3d(1, 8 * f, 1)
         self.edge_adjust = nn.ModuleList([nn.Identity() if c == 8 * f else nn.Conv3d(8 * f, c, 1) for c in widths])
         self.ega = nn.ModuleList([EGA(c, p.laplace, p.cbam_reduction, 3, p.ega_dropout) for c in widths])

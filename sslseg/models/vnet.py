@@ -28,13 +28,15 @@ def _norm(kind: str, c: int) -> list[nn.Module]:
 
 
 class _Stage(nn.Module):
-    def __init__(self, n: int, cin: int, cout: int, norm: str, residual: bool) -> None:
+    def __init__(self, n: int, cin: int, cout: int, norm: str, residual: bool, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(n):
             layers += [nn.Conv3d(cin if i == 0 else cout, cout, 3, padding=1), *_norm(norm, cout)]
             if i < n - 1 or not residual:
                 layers.append(nn.ReLU(inplace=True))
+                if dropout:  # Hsu & Hua's Pancreas network: Dropout3d after every convolution of a stage
+                    layers.append(nn.Dropout3d(dropout))
         self.conv, self.residual = nn.Sequential(*layers), residual
         self.relu = nn.ReLU(inplace=True) if residual else None
 
