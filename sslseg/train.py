@@ -210,6 +210,8 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes, budget=spec.budget)
     sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
                                sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])
+    if cls.uses_label_counts:
+        m.init_label_counts(sampler.label_counts(info.n_classes))
     opts = m.optimisers(sched)
     for g in (g for o in opts for g in o.param_groups):
         g.setdefault("initial_lr", g["lr"])

@@ -180,6 +180,13 @@ class TwoStreamSampler:
         self.fg = [read_fg_index(self.lab.path(i)) for i in range(len(self.lab))] if self.fg_oversample else []
         self._queues: dict[str, list[int]] = {"l": [], "u": [], "m": []}
 
+    def label_counts(self, n_classes: int) -> np.ndarray:
+        """Voxels per class over the labelled cases (whole cases, read once)."""
+        counts = np.zeros(n_classes, np.int64)
+        for i in range(len(self.lab)):
+            counts += np.bincount(self.lab.read(i)[1].ravel().astype(np.int64), minlength=n_classes)[:n_classes]
+        return counts
+
     def _items(self, store: CaseStore) -> list[tuple[int, int | None]]:
         """Training items: (case, None) for cases of the training dimensionality, (case, z) per slice of stored
         volumes of a 2D dataset."""

@@ -89,6 +89,7 @@ class Method:
     streams: frozenset[str] = frozenset({"x_l", "y_l", "x_u"})
     spatial_dims = (2, 3)  # benchmark dimensionalities the method is defined for
     model_requires: tuple[str, ...] = ()  # attributes its networks must have (e.g. encode/decode)
+    uses_label_counts = False  # the trainer calls init_label_counts with the labelled set's voxels per class
 
     def __init__(self, nets: dict[str, nn.Module], params: Any, iterations: int, n_classes: int,
                  budget: int | None = None) -> None:
@@ -102,6 +103,10 @@ class Method:
 
     def setup(self) -> None:
         """Build derived state from the (possibly warm-started) networks, e.g. EMA teachers."""
+
+    def init_label_counts(self, counts) -> None:
+        """The labelled training set's voxel count per class (``uses_label_counts``), before the first step (a
+        resumed run then restores its own state)."""
 
     def stages(self) -> list[Stage]:
         return [Stage("train", 0)]
@@ -187,7 +192,8 @@ def build_networks(method: type[Method], build) -> dict[str, nn.Module]:
     return {name: init_network(build(name), net.init) for name, net in method.networks.items()}
 
 
-_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch", "egm_dt", "sscd"]
+_MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch", "egm_dt", "sscd",
+            "duomod"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")

@@ -179,7 +179,7 @@ class EGMUNet(UNet):
             y = ega(y, e)
         return self.head(y)
 
-    decode = None  # the decoder needs the input's edge map: no feature-level decoding (UniMatch's FP)
+    decode = features = None  # the decoder needs the input's edge map: no feature-level decoding
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self(x), {}
@@ -226,7 +226,7 @@ class EGMVNet(VNet):
             y = stage(ega(y, adjust(self.edge_proj(e))))
         return self.head(self.dropout(y))
 
-    decode = None
+    decode = features = None
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self(x), {}

@@ -106,6 +106,10 @@ class UNet(SegNet):
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.head(self._decode(feats)[-1])
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-logit features: ``model(x) == model.head(model.features(x))``."""
+        return self._decode(self.encode(x))[-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 

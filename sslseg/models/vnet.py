@@ -86,11 +86,18 @@ class VNet(SegNet):
             feats.append(drop(stage(down(feats[-1]))))
         return feats
 
-    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def _last(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
         for up, stage, skip in zip(self.up, self.dec, reversed(feats[:-1])):
             x = stage(up(x) + skip)
-        return self.head(self.dropout(x))
+        return self.dropout(x)
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self._last(feats))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-logit features (after the output dropout): ``model(x) == model.head(model.features(x))``."""
+        return self._last(self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
