@@ -195,3 +195,24 @@ def test_la_like_phantom_is_one_small_structure_with_a_gappy_wall(tmp_path):
     assert info.budgets == (2, 4) and list(cases["split"].value_counts().sort_index()) == [20, 12, 2]
     case = read_case(tmp_path / "prepared" / "cases" / "synthla_014.h5", n_classes=2)
     assert abs(float(case.image.mean())) < 1e-4 and abs(float(case.image.std()) - 1) < 1e-3
+
+
+def test_amos_like_phantom_has_fifteen_classes_and_tiny_tails(tmp_path):
+    """synthabd: deterministic; AMOS's 15 classes all present; the five tail classes (esophagus, gallbladder,
+    adrenals, duodenum) each under 300 voxels, the liver over 5,000; prepared with DuoMod-Net's CT window."""
+    from sslseg.data.synthetic import AMOS_TAIL, abdomen15_phantom
+
+    a, la, geom = abdomen15_phantom(np.random.default_rng([20246, 5]))
+    b, lb, _ = abdomen15_phantom(np.random.default_rng([20246, 5]))
+    assert np.array_equal(a, b) and np.array_equal(la, lb) and geom.spacing == (1.5, 1.5, 2.0)
+    counts = np.bincount(la.ravel(), minlength=16)
+    assert (counts[1:] > 0).all()
+    assert all(counts[c] < 300 for c in AMOS_TAIL) and counts[6] > 5000
+    spec = DATASETS["synthabd"]
+    assert spec.info.tail == AMOS_TAIL and spec.info.n_classes == 16
+    spec.download("", tmp_path / "raw")
+    spec.preprocess(spec, tmp_path / "raw", tmp_path / "prepared")
+    info, cases = load_prepared(tmp_path / "prepared")
+    assert list(cases["split"].value_counts().sort_index()) == [10, 16, 2]
+    case = read_case(tmp_path / "prepared" / "cases" / "synthabd_018.h5", n_classes=16)
+    assert 0 <= case.image.min() and case.image.max() <= 1  # (HU + 125) / 400, clipped

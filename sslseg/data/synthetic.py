@@ -8,6 +8,8 @@
 * ``synthla`` -- LGE-MRI-like volumes shaped like the LA set: one small structure (an irregular atrium cavity with
   two to four pulmonary-vein stubs) whose thin enhanced wall has gaps, beside an unlabelled blood pool of the same
   brightness, in a larger volume with a bias field and Rician noise. Trained on 3D patches.
+* ``synthabd`` -- abdominal-CT-like volumes with AMOS's 15 classes, five of them (esophagus, gallbladder, the two
+  adrenal glands, duodenum) tiny: the class-imbalanced set of DuoMod-Net's CPU benchmark.
 """
 
 from __future__ import annotations
@@ -109,6 +111,66 @@ def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     return img.astype(np.float32)[None], lab, Geometry((1.5, 1.5, 2.5))
 
 
+# AMOS's 15 classes in AMOS's order; the five tail classes of its CT set (esophagus, gallbladder, the adrenal
+# glands, duodenum) are drawn tiny
+AMOS_CLASSES = {1: "spleen", 2: "kidney_r", 3: "kidney_l", 4: "gallbladder", 5: "esophagus", 6: "liver",
+                7: "stomach", 8: "aorta", 9: "ivc", 10: "pancreas", 11: "adrenal_r", 12: "adrenal_l",
+                13: "duodenum", 14: "bladder", 15: "prostate_uterus"}
+AMOS_TAIL = (4, 5, 11, 12, 13)
+
+
+def abdomen15_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
+    """One CT-like volume (HU) at 1.5 x 1.5 x 2 mm with AMOS's 15 classes (``AMOS_CLASSES``): ten organs of
+    10^3-10^4 voxels, several of similar attenuation, and the five tail classes at 20-200 voxels."""
+    zz, yy, xx = _grid(shape)
+    nz, ny, nx = shape
+    j = lambda a: a * rng.uniform(0.85, 1.15)  # noqa: E731  size jitter
+    o = lambda: rng.uniform(-2.0, 2.0)  # noqa: E731  position jitter
+
+    def ell(c, r):
+        return sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), c, r)) < 1
+
+    def tube(y, x, r, z0, z1):  # a vessel along z
+        return ((yy - y) ** 2 + (xx - x) ** 2 < r ** 2) & (zz >= z0) & (zz <= z1)
+
+    body = ((yy - ny / 2) / (ny * 0.42)) ** 2 + ((xx - nx / 2) / (nx * 0.47)) ** 2 < 1
+    img = np.where(body, -90.0, -1000.0).astype(np.float32)  # fat, air outside
+    img += np.where(body, 25 * _smooth_field(rng, shape, 3), 0)
+    img[((yy - ny * 0.8) ** 2 + (xx - nx / 2) ** 2) < 4.5 ** 2] = 700  # spine
+    lab = np.zeros(shape, np.uint8)
+    liver = (nz * 0.3 + o(), ny * 0.45 + o(), nx * 0.27 + o())
+    kid_r = (nz * 0.5 + o(), ny * 0.68 + o(), nx * 0.3 + o())
+    kid_l = (nz * 0.48 + o(), ny * 0.68 + o(), nx * 0.7 + o())
+    # duodenum: half a ring (radius 5 in z-x, tube radius 1.6) around the pancreas head, open to the left
+    dz, dx, dy = nz * 0.5 + o() / 2, nx * 0.42 + o() / 2, ny * 0.52 + o() / 2
+    ring = np.sqrt((np.hypot(zz - dz, xx - dx) - j(5.0)) ** 2 + (yy - dy) ** 2) < j(1.6)
+    organs = [  # class, mask, HU; big organs first (no overlap), vessels and the tail classes on top
+        (6, ell(liver, (j(nz * 0.28), j(ny * 0.22), j(nx * 0.19))), 100),
+        (1, ell((nz * 0.28 + o(), ny * 0.6 + o(), nx * 0.78 + o()), (j(nz * 0.15), j(ny * 0.11), j(nx * 0.08))), 105),
+        (7, ell((nz * 0.3 + o(), ny * 0.34 + o(), nx * 0.63 + o()), (j(nz * 0.15), j(ny * 0.12), j(nx * 0.11))), 35),
+        (2, ell(kid_r, (j(nz * 0.13), j(5.5), j(4.0))), 170),
+        (3, ell(kid_l, (j(nz * 0.13), j(5.5), j(4.0))), 170),
+        (10, ell((nz * 0.45 + o(), ny * 0.52 + o(), nx * 0.54 + o()), (j(nz * 0.06), j(3.0), j(nx * 0.16))), 85),
+        (14, ell((nz * 0.86 + o(), ny * 0.36 + o(), nx * 0.5 + o()), (j(nz * 0.08), j(ny * 0.1), j(nx * 0.12))), 10),
+        (15, ell((nz * 0.93 + o(), ny * 0.52 + o(), nx * 0.5 + o()), (j(nz * 0.05), j(3.5), j(4.5))), 50),
+        (8, tube(ny * 0.66 + o() / 2, nx * 0.56 + o() / 2, j(2.6), 0, nz * 0.8), 220),
+        (9, tube(ny * 0.64 + o() / 2, nx * 0.44 + o() / 2, j(2.4), 0, nz * 0.75), 150),
+        (4, ell((liver[0] + nz * 0.12, ny * 0.4 + o(), liver[2] + nx * 0.14), (j(3.0), j(2.4), j(2.2))), 10),
+        (5, tube(ny * 0.58 + o() / 2, nx * 0.53 + o() / 2, j(1.5), 0, nz * 0.28), 45),
+        (11, ell((kid_r[0] - nz * 0.17, ny * 0.66, kid_r[2] + 3), (j(2.6), j(2.0), j(1.8))), 35),
+        (12, ell((kid_l[0] - nz * 0.17, ny * 0.66, kid_l[2] - 3), (j(2.6), j(2.0), j(1.8))), 35),
+        (13, ring & (xx <= dx), 45),
+    ]
+    for cls, mask, hu in organs:
+        mask &= body
+        if cls in (6, 1, 7, 2, 3, 10, 14, 15):
+            mask &= lab == 0
+        lab[mask] = cls
+        img[mask] = hu + 10 * rng.standard_normal()
+    img = ndimage.gaussian_filter(img, 0.6) + rng.normal(0, 15, shape).astype(np.float32)
+    return img.astype(np.float32)[None], lab, Geometry((1.5, 1.5, 2.0))
+
+
 def atrium_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     """One LGE-MRI-like volume, label 1 = atrium cavity with its vein stubs (about 2-4 % of the volume)."""
     zz, yy, xx = _grid(shape)
@@ -188,8 +250,9 @@ def tumour_phantom(rng: np.random.Generator, shape=(20, 40, 48)) -> Phantom:
 
 
 PHANTOMS = {"synth2d": cardiac_phantom, "synth3d": abdomen_phantom, "synthpolyp": polyp_phantom,
-            "synthmm": tumour_phantom, "synthla": atrium_phantom}
-SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244, "synthla": 20245}
+            "synthmm": tumour_phantom, "synthla": atrium_phantom, "synthabd": abdomen15_phantom}
+SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244, "synthla": 20245,
+         "synthabd": 20246}
 
 
 def _write_jpeg(path: Path, array: np.ndarray) -> None:
@@ -247,6 +310,10 @@ def _register() -> None:
         "synthla", classes={1: "LA"}, dims=3, modality="LGE-MRI (synthetic)",
         intensity="per-volume z-score (as UA-MT's LA release)", budget_unit="labelled volumes", budgets=(2, 4)),
         normalise=zscore)
+    register(DatasetInfo(
+        "synthabd", classes=AMOS_CLASSES, tail=AMOS_TAIL, dims=3, modality="CT (synthetic)",
+        intensity="CT clipped to [-125, 275], (x + 125) / 400 (DuoMod-Net)", budget_unit="labelled volumes",
+        budgets=(2, 4), mirror=False), normalise=ct_window(-125, 275))
     register(DatasetInfo(
         "synthpolyp", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
         intensity="RGB / 255", budget_unit="labelled images", budgets=(4, 8), in_channels=3,
