@@ -45,7 +45,7 @@ def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test",
         _check_prediction(pred_path, pred, pgeom, ref.label_orig, geom, info.n_classes)
         spacing = geom.spacing_zyx if use_spacing else None
         for r in case_metrics(pred.astype(np.int64), ref.label_orig, groups, spacing, policy,
-                              members={g: ids_ for g, (_, ids_) in groups.items()}):
+                              members={g: ids_ for g, (_, ids_) in groups.items()}, asd_kind=proto.asd):
             rows.append({"case": cid, "class_name": groups[r["cls"]][0], **r,
                          "unit": proto.unit(info.spacing_known), "protocol": proto.name, "policy": policy})
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:

@@ -25,12 +25,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["dc", "jc", "hd95", "asd", "surface_distances", "dice_per_class", "case_metrics", "EMPTY_POLICIES"]
+__all__ = ["dc", "jc", "hd95", "asd", "surface_distances", "average_hausdorff", "dice_per_class", "case_metrics",
+           "EMPTY_POLICIES"]
 
 EMPTY_POLICIES = {
     "penalty": "one-sided empty: Dice/Jaccard 0, HD95/ASD = image diagonal; both empty: excluded and counted",
     "exclude": "one-sided empty: Dice/Jaccard 0, HD95/ASD NaN (excluded and counted); both empty: excluded and counted",
     "zero": "one-sided empty: all four metrics 0 (BCP test script; flatters HD95/ASD); both empty: excluded and counted",
+    "duomod": "both empty: Dice/Jaccard 1, HD95/ASD 0 (scored, as DuoMod-Net's evaluation); one-sided empty: "
+              "Dice/Jaccard 0, HD95/ASD NaN (left out of the distance means and counted as a missed or spurious "
+              "structure)",
 }
 
 
@@ -198,6 +202,22 @@ def asd(result: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | No
     return float(_pair_distances(result, reference, spacing)[0].mean())
 
 
+def average_hausdorff(result: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | None = None) -> float:
+    """SimpleITK's ``HausdorffDistanceImageFilter.GetAverageHausdorffDistance``, DuoMod-Net's "ASD": the mean of
+    the two directed averages, each over *every* voxel of one mask (not its surface) of the distance to the
+    nearest voxel of the other; ``spacing`` in array order (mm), None = voxels. Both masks must be non-empty."""
+    import SimpleITK as sitk
+
+    images = []
+    for m in (result, reference):
+        img = sitk.GetImageFromArray(np.asarray(m, np.uint8))
+        img.SetSpacing(tuple(float(v) for v in (spacing if spacing is not None else (1.0,) * m.ndim))[::-1])
+        images.append(img)
+    f = sitk.HausdorffDistanceImageFilter()
+    f.Execute(*images)
+    return float(f.GetAverageHausdorffDistance())
+
+
 def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int]) -> list[float]:
     """Hard Dice per class; NaN when both are empty (for validation means)."""
     out = []
@@ -209,9 +229,11 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int]) ->
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int], spacing: Sequence[float] | None,
-                 policy: str = "penalty", members: dict[int, Sequence[int]] | None = None) -> list[dict]:
+                 policy: str = "penalty", members: dict[int, Sequence[int]] | None = None,
+                 asd_kind: str = "surface") -> list[dict]:
     """One row per class: dice, jaccard, hd95, asd, tp/fp/fn, sizes and the empty-mask status. ``members`` makes a
-    "class" a region, the union of several label ids (e.g. BraTS whole tumour = labels 1, 2, 3)."""
+    "class" a region, the union of several label ids (e.g. BraTS whole tumour = labels 1, 2, 3). ``asd_kind``
+    ``average_hausdorff`` makes asd ``average_hausdorff`` (DuoMod-Net) instead of medpy's surface ASD."""
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
     if policy not in EMPTY_POLICIES:
@@ -237,11 +259,13 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int], spac
         if tp + fp and tp + fn:
             a, b = surface_distances(p, r, spacing)
             row.update(status="ok", dice=2.0 * tp / (2 * tp + fp + fn), jaccard=tp / (tp + fp + fn),  # dc, jc
-                       hd95=float(np.percentile(np.hstack((a, b)), 95)), asd=float(a.mean()))
+                       hd95=float(np.percentile(np.hstack((a, b)), 95)),
+                       asd=float(a.mean()) if asd_kind == "surface" else average_hausdorff(p, r, spacing))
         elif not (tp + fp) and not (tp + fn):
-            row.update(status="both_empty", dice=np.nan, jaccard=np.nan, hd95=np.nan, asd=np.nan)
+            both = (1.0, 1.0, 0.0, 0.0) if policy == "duomod" else (np.nan,) * 4
+            row.update(status="both_empty", **dict(zip(("dice", "jaccard", "hd95", "asd"), both)))
         else:
-            dist = {"penalty": diagonal, "exclude": np.nan, "zero": 0.0}[policy]
+            dist = {"penalty": diagonal, "exclude": np.nan, "zero": 0.0, "duomod": np.nan}[policy]
             row.update(status="pred_empty" if tp + fn else "ref_empty", dice=0.0, jaccard=0.0, hd95=dist, asd=dist)
         rows.append(row)
     return rows

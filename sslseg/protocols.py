@@ -14,6 +14,8 @@ Fields:
   (BCP's ``--nms 1``, there for its one class).
 * ``spacing``: distances in mm from the stored spacing (True) or in voxels (False).
 * ``empty_policy``: default empty-mask policy (see ``sslseg.metrics.EMPTY_POLICIES``); a benchmark may override it.
+* ``asd``: ``surface`` (medpy's average surface distance, prediction to reference) or ``average_hausdorff``
+  (SimpleITK's average Hausdorff distance over every voxel of both masks; DuoMod-Net's "ASD").
 * ``aggregation``: ``cases-then-classes`` (per class the mean over cases, then the mean over classes; SSL4MIS,
   BCP) or ``classes-then-cases`` (per case the mean over classes, then the mean over cases).
 """
@@ -40,6 +42,7 @@ class Protocol:
     mode: Literal["gaussian", "constant"] = "gaussian"
     stride: tuple[int, ...] | None = None
     largest_component: bool = False
+    asd: Literal["surface", "average_hausdorff"] = "surface"
 
     def unit(self, spacing_known: bool) -> str:
         """Unit of HD95/ASD under this protocol for a dataset whose spacing is (not) known."""
@@ -57,7 +60,7 @@ for _p in (
              "medpy without spacing (voxel units)", resize_2d="nearest", spacing=False, empty_policy="zero"),
     # UA-MT's test_3D (BCP, DTC, MC-Net and Hsu & Hua repeat it): windows of the training patch (LA 112 x 112 x 80,
     # Pancreas 96^3) every stride_xy / stride_z voxels, softmax averaged uniformly, argmax, medpy in voxels; an
-    # empty prediction scores 0 (BCP's test_3D). BCP's own Pancreas test (CoraNet split) steps 16 / 4: not here yet.
+    # empty prediction scores 0 (BCP's test_3D). BCP's own Pancreas test (CoraNet split) steps 16 / 4: bcp-pancreas.
     Protocol("uamt-la", "the UA-MT/BCP 3D test loop on LA: patch windows every 18 / 18 / 4 voxels (x / y / z), "
              "softmax averaged, medpy without spacing (voxel units)", resize_2d="nearest", spacing=False,
              empty_policy="zero", mode="constant", stride=(4, 18, 18)),
@@ -70,5 +73,12 @@ for _p in (
     Protocol("bcp-pancreas", "the BCP / CoraNet 3D test loop on Pancreas (`test_model`): 96^3 windows every 16 / 16 "
              "/ 4 voxels (x / y / z), softmax averaged, no component filter, medpy without spacing (voxel units)",
              resize_2d="nearest", spacing=False, empty_policy="zero", mode="constant", stride=(4, 16, 16)),
+    # DuoMod-Net's test_amos.py + eval_amos_ready.py: windows overlapping by half, averaged uniformly; Dice 1 when
+    # both masks are empty, 0 when one is; "ASD" = SimpleITK's average Hausdorff distance in mm, NaN for a missed
+    # organ (the reference then drops it by a nan-mean; here it is counted as missed in the tables)
+    Protocol("duomod", "DuoMod-Net's evaluation: windows overlapping by half, averaged uniformly; Dice (1 when both "
+             "masks are empty), ASD = SimpleITK's average Hausdorff distance in mm; a missed organ has no ASD and "
+             "is counted", resize_2d="bilinear", spacing=True, empty_policy="duomod", mode="constant",
+             asd="average_hausdorff"),
 ):
     PROTOCOLS.register(_p.name)(_p)

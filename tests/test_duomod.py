@@ -3,6 +3,7 @@ the class distribution's update per iteration and the two reference behaviours b
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,3 +97,25 @@ def test_class_distribution_follows_the_unlabelled_mass(updates):
     assert m.dist.pi.tolist() == pytest.approx(want.tolist(), abs=1e-6)
     assert logs["afr"] == 0.0 and m.training_step(batch, 5)[1]["afr"] == 1.0  # AFR from half the run here
     assert bool(m.afr["a"].seen.any()) and "dist" in m.modules()
+
+
+def test_duomod_protocol_scores_by_hand():
+    """DuoMod-Net's "ASD" is SimpleITK's average Hausdorff distance: the mean of the two directed means over every
+    voxel; its empty rules: both empty -> Dice 1, ASD 0 (scored); one empty -> Dice 0, no ASD (counted)."""
+    from sslseg.metrics import average_hausdorff, case_metrics
+    from sslseg.protocols import PROTOCOLS
+
+    pred, ref = np.zeros((4, 4, 10), int), np.zeros((4, 4, 10), int)
+    pred[0, 0, 0:2] = 1  # voxels at x = 0, 1
+    ref[0, 0, 3:6] = 1  # x = 3, 4, 5: pred -> ref 3, 2 (mean 2.5); ref -> pred 2, 3, 4 (mean 3)
+    assert average_hausdorff(pred == 1, ref == 1) == pytest.approx(2.75)
+    assert average_hausdorff(pred == 1, ref == 1, (1.0, 1.0, 2.0)) == pytest.approx(5.5)  # x spacing 2 mm
+    ref[2, 2, 2] = 2
+    rows = {r["cls"]: r for r in case_metrics(pred, ref, [1, 2, 3], (1.0, 1.0, 2.0), "duomod",
+                                              asd_kind="average_hausdorff")}
+    assert rows[1]["dice"] == 0.0 and rows[1]["asd"] == pytest.approx(5.5) and rows[1]["status"] == "ok"
+    assert rows[2]["status"] == "pred_empty" and rows[2]["dice"] == 0.0 and math.isnan(rows[2]["asd"])
+    assert rows[3]["status"] == "both_empty" and (rows[3]["dice"], rows[3]["asd"]) == (1.0, 0.0)
+    p = PROTOCOLS["duomod"]
+    assert (p.asd, p.empty_policy, p.spacing, p.mode, p.overlap) == ("average_hausdorff", "duomod", True,
+                                                                     "constant", 0.5)
