@@ -255,7 +255,7 @@ def infer(model_path: Path, prepared: Path, out_dir: Path, split: str = "test", 
             case = read_case(Path(prepared) / "cases" / f"{cid}.h5", label=False)
             pred = predict_volume(model, case.image, meta.dims, info["patch"], info["n_classes"], proto,
                                   overlap, mode, batch_size)
-            write_nifti(tmp / f"{cid}.nii.gz", *restore_grid(pred, case))
+            write_nifti(tmp / f"{cid}.nii.gz", *restore_grid(pred, case, meta.restore_order))
 
     replace_folder(out_dir, fill)
     return [out_dir / f"{c}.nii.gz" for c in ids]

@@ -203,6 +203,7 @@ def test_the_pancreas_benchmark_builds_its_dag_from_a_local_release(nbia, tmp_pa
     bcp = next(line for line in out.splitlines() if "--out results/pancreas/bcp/l12/seed2" in line)
     assert '"optimizer":"adam"' in bcp and '"pretrain":0.2647058823529412' in bcp and '"poly_power":0.0' in bcp
     egm = next(line for line in out.splitlines() if "--out results/pancreas/egm_dt/l12/seed0" in line)
-    assert '"name":"egm_vnet"' in egm and '"normalization":"instancenorm"' in egm and '"conv_dropout":[0.4,0.5]' in egm
+    assert '"name":"egm_vnet"' in egm and '"normalization":"instancenorm"' in egm
+    assert '"conv_dropout":[0.4,0.5]' in egm
     assert '"mix_dice_weight":0.42' in egm and '"pretrain_dice_weight":0.55' in egm and 'dice_weight' not in bcp
     assert "--protocol bcp-pancreas" in out

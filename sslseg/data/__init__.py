@@ -44,6 +44,9 @@ class DatasetInfo:
     # Scored structures. None: each class alone (exclusive labels). Otherwise overlapping regions, each the union
     # of label ids (BraTS-style whole tumour / tumour core), which evaluation scores instead of the classes.
     regions: dict[str, tuple[int, ...]] | None = None
+    # How a prediction on a resampled grid returns to the original one: 1 per class linearly (nnU-Net), 0 nearest
+    # neighbour (DuoMod-Net's zoom with order 0).
+    restore_order: Literal[0, 1] = 1
 
     @property
     def n_classes(self) -> int:
@@ -84,7 +87,8 @@ class DatasetInfo:
 class DatasetSpec:
     """A registered dataset: its description and its two stages. ``target_spacing`` (x, y, z mm) and ``crop``
     (``nonzero``: to the bounding box of non-zero image voxels, as nnU-Net) are applied by the shared NIfTI
-    preprocessing (sslseg.data.prepare); ``normalise`` maps one raw channel to the network's input range."""
+    preprocessing (sslseg.data.prepare), resampling with ``resample``'s interpolation orders; ``normalise`` maps
+    one raw channel to the network's input range."""
 
     info: DatasetInfo
     download: Callable[..., dict | None]  # (source, raw_dir, sha256=None) -> facts for download.json
@@ -93,6 +97,8 @@ class DatasetSpec:
     target_spacing: tuple[float, ...] | None = None
     crop: Literal["nonzero"] | None = None
     preparation: dict = field(default_factory=dict)  # what else dataset.json should record
+    resample: tuple[int, int] = (3, 1)  # image spline order, label order (1 per-class linear, 0 nearest)
+    case_columns: Callable[[str], dict] | None = None  # extra cases.csv columns of a case id (e.g. modality)
 
     @property
     def name(self) -> str:
@@ -100,14 +106,15 @@ class DatasetSpec:
 
 
 # The dataset modules register themselves when first looked up (reading a prepared folder needs none of them).
-DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "sslseg.data.la",
+DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "sslseg.data.amos", "sslseg.data.la",
                                                        "sslseg.data.pancreas", "sslseg.data.pancreas_mcnet",
                                                        "sslseg.data.promise12",
                                                        "sslseg.data.synthetic"))
 
 
 def read_split(dataset: str, name: str) -> list[str]:
-    """The frozen split list ``splits/{dataset}/{name}.list`` shipped with the package (one id per line)."""
+    """The frozen split list ``splits/{dataset}/{name}.list`` shipped with the package (one id per line);
+    ``labelled_{n}.list`` where a paper published its labelled subsets (else a budget is the first n of train)."""
     path = SPLIT_DIR / dataset / f"{name}.list"
     if not path.is_file():
         raise SslsegError(f"{path}: split list is missing")

@@ -88,7 +88,8 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
             labels_tree, labels_facts = extract(zips[0], work / "labels", str(zips[0])), LABELS_SHA256
         else:
             labels_tree, labels_facts = tree, "not verified (unpacked label files)"
-        labels = {n: f / n for f, _, files in _walk(labels_tree) for n in files if re.fullmatch(r"label\d+\.nii\.gz", n)}
+        labels = {n: f / n for f, _, files in _walk(labels_tree) for n in files
+                  if re.fullmatch(r"label\d+\.nii\.gz", n)}
         if missing := [c for c in cases if _label_name(c) not in labels]:
             raise SslsegError(f"{source}: no {_label_name(missing[0])} (TCIA's label archive or its files; "
                               f"{len(missing)} label(s) missing)")

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import ndimage
 
 from sslseg import SslsegError
-from sslseg.data import DatasetSpec, read_split
+from sslseg.data import SPLIT_DIR, DatasetSpec, read_split
 from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_label_of,
                        read_nifti, read_release_h5, replace_folder, write_case, write_json)
 
@@ -122,8 +122,8 @@ def prepare_case(spec: DatasetSpec, image: np.ndarray, label: np.ndarray | None,
     if spec.target_spacing is not None:
         target_zyx = tuple(reversed(spec.target_spacing))
         new = resampled_shape(img.shape[1:], geom.spacing_zyx, target_zyx)
-        img = resize_image(img, new, 3)
-        lab = None if lab is None else resize_labels(lab, new, 1)
+        img = resize_image(img, new, spec.resample[0])
+        lab = None if lab is None else resize_labels(lab, new, spec.resample[1])
         out_geom = Geometry(tuple(spec.target_spacing), geom.origin, geom.direction)
     changed = img.shape[1:] != shape or out_geom.spacing != geom.spacing
     source = Source(geom, tuple(shape), box) if changed else None
@@ -131,14 +131,15 @@ def prepare_case(spec: DatasetSpec, image: np.ndarray, label: np.ndarray | None,
     return Case(img, lab, out_geom, source, orig)
 
 
-def restore_grid(pred: np.ndarray, case: Case) -> tuple[np.ndarray, Geometry]:
+def restore_grid(pred: np.ndarray, case: Case, order: int = 1) -> tuple[np.ndarray, Geometry]:
     """A label map on the prepared grid of ``case`` back on its original grid (the inverse of ``prepare_case``):
-    resampled per class (linear) to the crop box and placed into a background volume of the original shape."""
+    resampled (``order`` 1: per class linearly; 0: nearest) to the crop box and placed into a background volume of
+    the original shape."""
     if case.source is None:
         return pred, case.geom
     box_shape = tuple(s.stop - s.start for s in case.source.box)
     full = np.zeros(case.source.shape, np.uint8)
-    full[case.source.box] = resize_labels(pred, box_shape, 1)
+    full[case.source.box] = resize_labels(pred, box_shape, order)
     return full, case.source.geom
 
 
@@ -178,8 +179,9 @@ def prepare_nifti(spec: DatasetSpec, raw: Path, out: Path) -> None:
                         yield cid, Case(c.image[:, k], c.label[k], g)
                 else:
                     c.fg = spec.info.dims == 3 and split == "train"
+                    extra = spec.case_columns(pid) if spec.case_columns else {}
                     rows.append(dict(case=pid, patient=pid, split=split, shape=c.image.shape[1:],
-                                     spacing=c.geom.spacing_zyx))
+                                     spacing=c.geom.spacing_zyx, **extra))
                     yield pid, c
 
     write_cases(out, cases())
@@ -246,7 +248,8 @@ def write_cases(out: Path, cases) -> None:
 
 
 def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict, info=None) -> None:
-    """cases.csv (with labelled_{n} flags: the first n patients of train.list, unless set) and dataset.json."""
+    """cases.csv (with labelled_{n} flags: the patients of ``labelled_{n}.list`` where the dataset ships one, else
+    the first n of train.list, unless set) and dataset.json."""
     info = info or spec.info
     df = pd.DataFrame(rows)
     both = set(df.loc[df["split"] == "train", "patient"]) & set(df.loc[df["split"] != "train", "patient"])
@@ -256,7 +259,11 @@ def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict, in
     for n in info.budgets:
         if f"labelled_{n}" in df:  # the dataset set its own flags (e.g. ACDC's first-N-slices rule)
             continue
-        df[f"labelled_{n}"] = df["patient"].isin(train_patients[:n]) & (df["split"] == "train")
+        own = SPLIT_DIR / spec.name / f"labelled_{n}.list"
+        chosen = read_split(spec.name, f"labelled_{n}") if own.is_file() else train_patients[:n]
+        if outside := sorted(set(chosen) - set(train_patients)):
+            raise SslsegError(f"{own}: labelled case(s) {outside[:3]} are not in train.list")
+        df[f"labelled_{n}"] = df["patient"].isin(chosen) & (df["split"] == "train")
     df["shape"] = df["shape"].map(lambda s: "x".join(str(int(v)) for v in s))
     df["spacing"] = df["spacing"].map(lambda s: "x".join(f"{float(v):.6g}" for v in s))
     with atomic_path(out / "cases.csv") as tmp:

@@ -20,9 +20,12 @@ import numpy as np
 from scipy import ndimage
 
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
+from sslseg.data.amos import CLASSES as AMOS_CLASSES
+from sslseg.data.amos import TAIL as AMOS_TAIL
 from sslseg.io import Geometry, write_json, write_nifti
 
-__all__ = ["cardiac_phantom", "abdomen_phantom", "atrium_phantom", "polyp_phantom", "tumour_phantom", "generate"]
+__all__ = ["cardiac_phantom", "abdomen_phantom", "abdomen15_phantom", "atrium_phantom", "polyp_phantom",
+           "tumour_phantom", "generate"]
 
 Phantom = tuple[np.ndarray, np.ndarray, Geometry]  # image (channels, *spatial), label, geometry
 
@@ -111,16 +114,10 @@ def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     return img.astype(np.float32)[None], lab, Geometry((1.5, 1.5, 2.5))
 
 
-# AMOS's 15 classes in AMOS's order; the five tail classes of its CT set (esophagus, gallbladder, the adrenal
-# glands, duodenum) are drawn tiny
-AMOS_CLASSES = {1: "spleen", 2: "kidney_r", 3: "kidney_l", 4: "gallbladder", 5: "esophagus", 6: "liver",
-                7: "stomach", 8: "aorta", 9: "ivc", 10: "pancreas", 11: "adrenal_r", 12: "adrenal_l",
-                13: "duodenum", 14: "bladder", 15: "prostate_uterus"}
-AMOS_TAIL = (4, 5, 11, 12, 13)
-
 
 def abdomen15_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
-    """One CT-like volume (HU) at 1.5 x 1.5 x 2 mm with AMOS's 15 classes (``AMOS_CLASSES``): ten organs of
+    """One CT-like volume (HU) at 1.5 x 1.5 x 2 mm with AMOS's 15 classes, its five tail classes (esophagus,
+    gallbladder, the adrenal glands, duodenum) drawn tiny: ten organs of
     10^3-10^4 voxels, several of similar attenuation, and the five tail classes at 20-200 voxels."""
     zz, yy, xx = _grid(shape)
     nz, ny, nx = shape

@@ -43,10 +43,12 @@ __all__ = ["Method", "Network", "Stage", "METHODS", "make_optimiser", "method_pa
 
 
 def make_optimiser(params, sched: dict) -> torch.optim.Optimizer:
-    """The schedule's optimiser over ``params``: SGD (momentum, weight decay), or Adam (``optimizer: adam``)."""
+    """The schedule's optimiser over ``params``: SGD (momentum, weight decay, ``nesterov``), or Adam
+    (``optimizer: adam``)."""
     if sched.get("optimizer", "sgd") == "adam":
         return torch.optim.Adam(params, lr=sched["lr"], weight_decay=sched["weight_decay"])
-    return torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"], weight_decay=sched["weight_decay"])
+    return torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"], weight_decay=sched["weight_decay"],
+                           nesterov=sched.get("nesterov", False))
 
 
 @dataclass(frozen=True)

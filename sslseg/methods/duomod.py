@@ -56,7 +56,8 @@ def daw_weights(pi: torch.Tensor, floor: float = 0.2, cap: float = 8.0, dice_cap
     lo, hi = torch.quantile(present, 0.05), torch.quantile(present, 0.95)
     if hi - lo < EPS:
         return ones, ones
-    level = (torch.log(pi.clamp(lo, hi) + EPS) - torch.log(lo + EPS)) / (torch.log(hi + EPS) - torch.log(lo + EPS) + EPS)
+    log_lo, log_hi = torch.log(lo + EPS), torch.log(hi + EPS)
+    level = (torch.log(pi.clamp(lo, hi) + EPS) - log_lo) / (log_hi - log_lo + EPS)
     w = floor + (1 - floor) * (1 - level)
     median = torch.median(w[fg])  # the lower middle value for an even count, as torch (the reference)
     w[background] = median

@@ -1,0 +1,114 @@
+"""AMOS22 (Ji et al., NeurIPS 2022), abdominal multi-organ CT and MRI, in the class-imbalanced SSL convention of DHC
+(Wang & Li, MICCAI 2023) that DuoMod-Net, SKCDF and TAK-Semi reuse.
+
+Source: Zenodo's ``amos22.zip`` (``URL``, SHA-256 pinned), a local copy of it, an unpacked folder (not verifiable)
+or a ``file://`` URL of either; its nnU-Net layout ``amos22/{imagesTr,labelsTr,imagesVa,labelsVa}/amos_XXXX.nii.gz``.
+The download keeps the 360 cases of the split lists in ``raw/cases/{imagesTr,labelsTr}`` (hard links where the
+file system allows, so the 24 GB are not copied twice).
+
+Cases: ids below 500 are CT, 500 and above MRI (``modality`` in cases.csv). DHC's lists mix both: train 216
+(182 CT + 34 MRI) and val ("eval") 24 (18 + 6) from ``imagesTr``, test 120 = ``imagesVa`` (100 + 20); labelled
+subsets 2 % = 4 (CT), 5 % = 10 (7 CT + 3 MRI), 10 % = 21 (16 + 5), shipped as ``labelled_{4,10,21}.list``. DHC's
+20 % lists are not shipped: they hold 20 cases of the eval list (see the split notes). The ``amos`` benchmark
+uses all of them, CT and MRI, as DHC and DuoMod-Net do.
+
+Preparation as DuoMod-Net's ``preprocess/preprocess.py`` and loader: resampled to 1.5 x 1.5 x 2.0 mm (x, y, z;
+image linear, label nearest), clipped to [-125, 275] and mapped by (x + 125) / 400 -- the CT window is applied to
+the MRI cases too, as the papers do. Predictions go back to each case's original grid by nearest-neighbour
+resizing, as its ``test_amos.py`` (zoom, order 0).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from sslseg import SslsegError
+from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
+from sslseg.data.download import incoming, release_root, unpack
+from sslseg.io import replace_folder
+
+__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "link_or_copy"]
+
+URL = "https://zenodo.org/records/7155725/files/amos22.zip"
+SHA256 = "d2fbf2c31abba9824d183f05741ce187b17905b8cca64d1078eabf1ba96775c2"
+CLASSES = {1: "spleen", 2: "kidney_r", 3: "kidney_l", 4: "gallbladder", 5: "esophagus", 6: "liver", 7: "stomach",
+           8: "aorta", 9: "ivc", 10: "pancreas", 11: "adrenal_r", 12: "adrenal_l", 13: "duodenum", 14: "bladder",
+           15: "prostate_uterus"}
+TAIL = (4, 5, 11, 12, 13)  # DuoMod-Net's tail classes: gallbladder, esophagus, the adrenal glands, duodenum
+SPACING = (1.5, 1.5, 2.0)
+
+
+def modality(case: str) -> dict:
+    """AMOS numbers its MRI scans from 500."""
+    return {"modality": "MRI" if int(case.rsplit("_", 1)[1]) >= 500 else "CT"}
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link to ``src`` at ``dest`` (same file system), else a copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def case_ids() -> list[str]:
+    return [c for split in ("train", "val", "test") for c in read_split("amos", split)]
+
+
+def download(source: str, raw: Path, sha256: str | None = None) -> dict:
+    """The split's cases into ``raw/cases`` (nnU-Net layout, channel suffix ``_0000``); an earlier download stays
+    until every case was found."""
+    cases = case_ids()
+    with incoming(raw) as work:
+        tree, digest = unpack(source or URL, work, None)
+        if digest is not None and digest != (sha256 or SHA256).lower():
+            raise SslsegError(f"{source or URL}: sha256 mismatch (expected {sha256 or SHA256}, got {digest}); not the "
+                              "official amos22.zip (give its sha256 under sources: to use another copy)")
+        root = release_root(tree, f"imagesTr/{cases[0]}.nii.gz")
+        if root is None:
+            raise SslsegError(f"{source or URL}: not the AMOS22 layout (no imagesTr/labelsTr/imagesVa/labelsVa)")
+        found = {}
+        for cid in cases:
+            for part in ("Tr", "Va"):
+                img, lab = root / f"images{part}" / f"{cid}.nii.gz", root / f"labels{part}" / f"{cid}.nii.gz"
+                if img.is_file() and lab.is_file():
+                    found[cid] = (img, lab)
+                    break
+        if missing := [c for c in cases if c not in found]:
+            raise SslsegError(f"{root}: no image and label for {missing[0]} ({len(missing)} of the {len(cases)} "
+                              "cases of the split missing)")
+
+        def fill(tmp: Path) -> None:
+            for cid, (img, lab) in found.items():
+                link_or_copy(img, tmp / "imagesTr" / f"{cid}_0000.nii.gz")
+                link_or_copy(lab, tmp / "labelsTr" / f"{cid}.nii.gz")
+
+        replace_folder(raw / "cases", fill)
+    mri = sum(modality(c)["modality"] == "MRI" for c in cases)
+    return {"kind": "nifti", "sha256": digest or "not verified (local folder)", "cases": len(cases), "mri_cases": mri}
+
+
+def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
+    from sslseg.data.prepare import prepare_nifti
+
+    if not (raw / "cases").is_dir():
+        raise SslsegError(f"{raw / 'cases'}: no downloaded AMOS; run download first")
+    prepare_nifti(spec, raw / "cases", out)
+
+
+def _spec() -> DatasetSpec:
+    from sslseg.data.prepare import ct_window
+
+    return DatasetSpec(DatasetInfo(
+        "amos", classes=CLASSES, tail=TAIL, dims=3, modality="CT and MRI (ids from 500)",
+        intensity="clipped to [-125, 275], (x + 125) / 400, MRI included (DuoMod-Net)",
+        budget_unit="labelled volumes", budgets=(4, 10, 21), mirror=False, restore_order=0),
+        download=download, preprocess=preprocess, normalise=ct_window(-125, 275), target_spacing=SPACING,
+        resample=(1, 0), case_columns=modality,
+        preparation={"resampling": "image linear, label nearest; back to the original grid nearest"})
+
+
+DATASETS.register("amos")(_spec())
