@@ -106,7 +106,8 @@ class DatasetSpec:
 
 
 # The dataset modules register themselves when first looked up (reading a prepared folder needs none of them).
-DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "sslseg.data.amos", "sslseg.data.la",
+DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "sslseg.data.amos", "sslseg.data.flare22",
+                                                       "sslseg.data.la",
                                                        "sslseg.data.pancreas", "sslseg.data.pancreas_mcnet",
                                                        "sslseg.data.promise12",
                                                        "sslseg.data.synthetic"))
