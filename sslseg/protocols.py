@@ -16,6 +16,8 @@ Fields:
 * ``empty_policy``: default empty-mask policy (see ``sslseg.metrics.EMPTY_POLICIES``); a benchmark may override it.
 * ``asd``: ``surface`` (medpy's average surface distance, prediction to reference) or ``average_hausdorff``
   (SimpleITK's average Hausdorff distance over every voxel of both masks; DuoMod-Net's "ASD").
+* ``layout``: the paper's own summary files that ``sslseg aggregate`` writes besides the tables
+  (``sslseg.paper_layouts``), or None.
 * ``aggregation``: ``cases-then-classes`` (per class the mean over cases, then the mean over classes; SSL4MIS,
   BCP) or ``classes-then-cases`` (per case the mean over classes, then the mean over cases).
 """
@@ -43,6 +45,7 @@ class Protocol:
     stride: tuple[int, ...] | None = None
     largest_component: bool = False
     asd: Literal["surface", "average_hausdorff"] = "surface"
+    layout: str | None = None  # a paper's own summary files (sslseg.paper_layouts), in results/{bench}/paper/
 
     def unit(self, spacing_known: bool) -> str:
         """Unit of HD95/ASD under this protocol for a dataset whose spacing is (not) known."""
@@ -79,6 +82,6 @@ for _p in (
     Protocol("duomod", "DuoMod-Net's evaluation: windows overlapping by half, averaged uniformly; Dice (1 when both "
              "masks are empty), ASD = SimpleITK's average Hausdorff distance in mm; a missed organ has no ASD and "
              "is counted", resize_2d="bilinear", spacing=True, empty_policy="duomod", mode="constant",
-             asd="average_hausdorff"),
+             asd="average_hausdorff", layout="duomod"),
 ):
     PROTOCOLS.register(_p.name)(_p)

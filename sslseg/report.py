@@ -1,5 +1,5 @@
-"""``sslseg aggregate``: summary.txt/json, per_case.csv, pvalues.csv, tables.xlsx, table.md, table.tex and
-tables.html.
+"""``sslseg aggregate``: summary.txt/json, per_case.csv, pvalues.csv, tables.xlsx, table.md, table.tex,
+tables.html and paper/ (the protocol's own layout, sslseg.paper_layouts).
 
 per_case.csv and summary.json are the canonical machine-readable outputs; the rest are views of them.
 """
@@ -280,3 +280,6 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
     with atomic_path(out / "tables.xlsx") as tmp:
         _write_xlsx(tmp, {k: _readable(v, unit) for k, v in sheets.items()}, title)
     _write_text(out / "summary.txt", _summary_txt(cells, walls, bench, name, meta, unit, notes))
+    from sslseg.paper_layouts import write_layout
+
+    write_layout(PROTOCOLS[bench["protocol"]].layout, per_case, meta, out / "paper")

@@ -119,3 +119,37 @@ def test_duomod_protocol_scores_by_hand():
     p = PROTOCOLS["duomod"]
     assert (p.asd, p.empty_policy, p.spacing, p.mode, p.overlap) == ("average_hausdorff", "duomod", True,
                                                                      "constant", 0.5)
+
+
+def test_duomod_paper_layout_by_hand(tmp_path):
+    """DuoMod-Net's aggregation: per class the seeds' case means, mean +- std (ddof 0); FG / tail averages of each
+    case's class mean; the per-case CSV averaged over seeds; missed organs counted."""
+    import pandas as pd
+
+    from sslseg.data import DatasetInfo
+    from sslseg.paper_layouts import write_layout
+
+    nan = float("nan")
+    values = {  # (seed, case): [(dice, asd, status) for classes 1, 2, 3]
+        (0, "A"): [(0.8, 1, "ok"), (0.4, 3, "ok"), (1.0, 0, "both_empty")],
+        (0, "B"): [(0.6, 2, "ok"), (0.0, nan, "pred_empty"), (0.9, 1, "ok")],
+        (1, "A"): [(0.7, 1, "ok"), (0.5, 2, "ok"), (1.0, 0, "both_empty")],
+        (1, "B"): [(0.5, 3, "ok"), (0.2, 4, "ok"), (0.8, 2, "ok")]}
+    rows = [dict(method="duomod", budget=4, seed=s, case=c, cls=k + 1, dice=d, asd=a, status=st)
+            for (s, c), v in values.items() for k, (d, a, st) in enumerate(v)]
+    meta = DatasetInfo("t", {1: "one", 2: "two", 3: "three"}, 3, "CT", "-", "volumes", tail=(2,))
+    write_layout("duomod", pd.DataFrame(rows), meta, tmp_path)
+    text = (tmp_path / "duomod_l4_summary_results.txt").read_text().splitlines()
+    line = {ln.split()[0] if not ln.startswith("Average") else " ".join(ln.split()[:2]): ln.split() for ln in text[2:]}
+    # class one: seeds 0.7 and 0.6 -> 65.00 +- 5.00; ASD 1.5 and 2.0 -> 1.750 +- 0.250
+    assert line["one"][1:7] == ["65.00", "+-", "5.00", "1.750", "+-", "0.250"]
+    # class two: 0.2 and 0.35 -> 27.50 +- 7.50; ASD 3 (the missed case has none) and 3; one organ missed
+    assert line["two"][1:9] == ["27.50", "+-", "7.50", "3.000", "+-", "0.000", "1", "0"]
+    # FG: each seed's case means 0.7333 and 0.5 -> 61.67 +- 0.00; ASD 1.4167 and 2 -> 1.708 +- 0.292
+    assert line["Average (FG)"][2:8] == ["61.67", "+-", "0.00", "1.708", "+-", "0.292"]
+    assert line["Average (tail)"][2:5] == ["27.50", "+-", "7.50"]
+    csv = pd.read_csv(tmp_path / "duomod_l4_aggregated_metrics.csv").set_index("Filename")
+    assert csv.loc["A"].tolist() == pytest.approx([0.733333, 1.166667, 0.45, 2.5], abs=1e-6)
+    assert csv.loc["B"].tolist() == pytest.approx([0.5, 2.25, 0.1, 4.0], abs=1e-6)
+    write_layout(None, pd.DataFrame(rows), meta, tmp_path / "none")
+    assert "no paper layout" in (tmp_path / "none" / "README.txt").read_text()

@@ -14,6 +14,7 @@ rule aggregate:
                    subcategory="Tables"),
         html=report("results/{bench}/tables.html", caption="../report/tables.rst", category="{bench}",
                     subcategory="Tables"),
+        paper=directory("results/{bench}/paper"),
     params:
         prepared=prepared_dir,
         spec=report_spec,
