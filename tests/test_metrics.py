@@ -303,7 +303,7 @@ def test_case_metrics_rejects_bad_input():
         M.case_metrics(pred[:-1], ref, [1], None)
     with pytest.raises(ValueError, match="policy"):
         M.case_metrics(pred, ref, [1], None, policy="ignore")
-    assert set(M.EMPTY_POLICIES) == {"penalty", "exclude", "zero"}
+    assert set(M.EMPTY_POLICIES) == {"penalty", "exclude", "zero", "duomod"}
 
 
 def test_case_metrics_scores_regions_as_unions_of_labels():
