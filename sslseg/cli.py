@@ -29,7 +29,7 @@ def _json_arg(text: str, what: str) -> dict:
         path = Path(text[1:])
         if not path.is_file():
             raise SslsegError(f"{path}: {what} file is missing")
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except ValueError as e:

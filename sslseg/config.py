@@ -31,7 +31,7 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 
 def _schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -249,7 +249,7 @@ def load_config(path: str | Path) -> dict:
     if not path.is_file():
         raise SslsegError(f"{path}: config file is missing")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise SslsegError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(cfg, dict):
@@ -420,7 +420,7 @@ def workflow_view(cfg: dict, source: str, cache: Path | None = None) -> dict:
     if cache is not None:
         path = Path(cache) / f"{config_hash({'c': given, 'p': _package_digest()})}.json"
         try:
-            return json.loads(path.read_text())
+            return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             pass  # none yet (or unreadable): derive it
     text = json.dumps(_view(copy.deepcopy(cfg), source), sort_keys=True)
@@ -429,7 +429,7 @@ def workflow_view(cfg: dict, source: str, cache: Path | None = None) -> dict:
 
         try:
             with atomic_path(path) as tmp:
-                tmp.write_text(text)
+                tmp.write_text(text, encoding="utf-8")
             for old in sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-8]:
                 old.unlink(missing_ok=True)  # keep the 8 newest views
         except OSError:

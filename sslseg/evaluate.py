@@ -48,7 +48,7 @@ def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test",
                               members={g: ids_ for g, (_, ids_) in groups.items()}, asd_kind=proto.asd):
             rows.append({"case": cid, "class_name": groups[r["cls"]][0], **r,
                          "unit": proto.unit(info.spacing_known), "protocol": proto.name, "policy": policy})
-    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         out = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case", "class_name"], lineterminator="\n")
         out.writeheader()
         out.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows)

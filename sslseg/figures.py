@@ -97,7 +97,7 @@ def plot_curves(bench: dict, results: Path):
                                 color=seed_colour[seed])
                 prov = run / "provenance.json"
                 if prov.is_file():
-                    selected = json.loads(prov.read_text()).get("selected_iteration")
+                    selected = json.loads(prov.read_text(encoding="utf-8")).get("selected_iteration")
                     if selected:
                         ax_val.axvline(selected, color=seed_colour[seed], ls="--", lw=0.7)
             ax_loss.set_title(f"{method}, {budget} labelled")
@@ -331,7 +331,7 @@ def draw(bench: dict, results: Path, prepared: Path, tables: Path | None = None)
         if not paths[name].is_file():
             raise SslsegError(f"{paths[name]}: missing; run `sslseg aggregate` first")
     per_case = pd.read_csv(paths["per_case.csv"])
-    summary = json.loads(paths["summary.json"].read_text())
+    summary = json.loads(paths["summary.json"].read_text(encoding="utf-8"))
     per_case = per_case[per_case["method"].isin(bench["methods"]) & per_case["budget"].isin(bench["labels"])]
     missing = {(m, b) for m in bench["methods"] for b in bench["labels"]} - set(
         zip(per_case["method"], per_case["budget"]))

@@ -90,7 +90,7 @@ def write_torch(path: str | os.PathLike, obj) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)

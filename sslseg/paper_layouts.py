@@ -64,7 +64,7 @@ def _duomod(per_case: pd.DataFrame, meta: DatasetInfo, out: Path) -> None:
         if tail:
             lines.append(_line("Average (tail)", runs[runs["cls"].isin(tail)], case_class_mean))
         with atomic_path(out / f"{method}_l{budget}_summary_results.txt") as tmp:
-            Path(tmp).write_text("\n".join(lines) + "\n")
+            Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 LAYOUTS = {"duomod": _duomod}
@@ -75,6 +75,7 @@ def write_layout(layout: str | None, per_case: pd.DataFrame, meta: DatasetInfo, 
     out.mkdir(parents=True, exist_ok=True)
     if layout is None:
         with atomic_path(out / "README.txt") as tmp:
-            Path(tmp).write_text("This benchmark's protocol has no paper layout of its own; see ../summary.txt.\n")
+            Path(tmp).write_text("This benchmark's protocol has no paper layout of its own; see ../summary.txt.\n",
+                                 encoding="utf-8")
         return
     LAYOUTS[layout](per_case, meta, out)

@@ -237,7 +237,7 @@ def _write_xlsx(path: Path, sheets: dict[str, pd.DataFrame], title: str) -> None
 
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = None) -> None:

@@ -83,7 +83,7 @@ def load_wall_times(results: Path, bench: dict) -> pd.DataFrame:
                 path = Path(results) / method / f"l{budget}" / f"seed{seed}" / "provenance.json"
                 if not path.is_file():
                     raise SslsegError(f"{path}: missing (train the run first)")
-                prov = json.loads(path.read_text())
+                prov = json.loads(path.read_text(encoding="utf-8"))
                 rows.append(dict(method=method, budget=budget, seed=seed, wall_time_s=prov["wall_time_s"],
                                  selected_iteration=prov["selected_iteration"], device=prov["device"]))
     return pd.DataFrame(rows)

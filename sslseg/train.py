@@ -427,7 +427,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
     w.writeheader()
     w.writerows(run.log)
     with atomic_path(out / "train_log.csv") as tmp:
-        tmp.write_text(buf.getvalue())
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
     write_json(out / "provenance.json", {
         "run": spec.hash, "spec": spec.identity(), "benchmark": spec.bench, "method": spec.label,
         "iterations": sched["iterations"], "budget": spec.budget, "seed": spec.seed,

@@ -3,6 +3,7 @@ download ``Pancreas-CT/PANCREAS_00XX/<study>/<series>/1-00k.dcm`` and the label 
 download (folder, file:// URL, zip; the label zip's pinned SHA-256), preprocessing (slice order, the label on the
 stack, 1 mm, HU window, CoraNet's crop: by hand on one case) and evaluation."""
 
+import locale
 import zipfile
 
 import numpy as np
@@ -33,6 +34,14 @@ def _volume(i):
 
 
 def _write_series(folder, hu, descending):
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM sets the process's locale to "C"
+    try:
+        _write_slices(folder, hu, descending)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(folder, hu, descending):
     import SimpleITK as sitk
 
     folder.mkdir(parents=True)
@@ -173,6 +182,7 @@ def test_preprocess_by_hand_and_evaluate(nbia, tmp_path, monkeypatch, capsys):
 
 def test_bad_labels_are_one_line_naming_the_file(nbia, tmp_path):
     root, _ = nbia
+    saved = locale.setlocale(locale.LC_ALL)
     src = tmp_path / "PANCREAS_0001"
     hu, label = _volume(0)
     _write_series(src, hu, False)
@@ -182,6 +192,7 @@ def test_bad_labels_are_one_line_naming_the_file(nbia, tmp_path):
     write_nifti(tmp_path / "two.nii.gz", label * 2, Geometry((1.0, 1.0, 1.0)))
     with pytest.raises(SslsegError, match=r"two.nii.gz: label values \[2\]; expected 0 and 1"):
         pancreas.read_dicom_case(src, tmp_path / "two.nii.gz")
+    assert locale.setlocale(locale.LC_ALL) == saved  # reading DICOM leaves the locale as it was
     (src / "1-003.dcm").write_bytes(b"not dicom")
     with pytest.raises(SslsegError, match=r"1-003.dcm: not a readable DICOM slice"):
         pancreas.read_dicom_case(src, tmp_path / "two.nii.gz")

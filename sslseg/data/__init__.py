@@ -119,7 +119,7 @@ def read_split(dataset: str, name: str) -> list[str]:
     path = SPLIT_DIR / dataset / f"{name}.list"
     if not path.is_file():
         raise SslsegError(f"{path}: split list is missing")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(set(ids)) != len(ids):
         raise SslsegError(f"{path}: duplicate ids in split list")
     return ids
@@ -147,7 +147,7 @@ def prepared_info(prepared: Path) -> DatasetInfo:
         if not (prepared / name).is_file():
             raise SslsegError(f"{prepared / name}: missing; run `sslseg preprocess` first")
     try:
-        meta = json.loads((prepared / "dataset.json").read_text())
+        meta = json.loads((prepared / "dataset.json").read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
             raise SslsegError(f"{prepared / 'dataset.json'}: prepared by an older sslseg (format "
                               f"{meta.get('format', 1)}, need {FORMAT}); rerun `sslseg preprocess`")

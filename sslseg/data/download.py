@@ -41,7 +41,7 @@ def git_blob_sha1(path: Path) -> str:
 def listed_files(path: Path) -> dict[str, str]:
     """A release's shipped checksum list (``digest [size] name`` per line, ``#`` comments): name -> digest."""
     out = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             digest, *_, name = line.split()
             out[name] = digest

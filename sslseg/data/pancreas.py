@@ -28,6 +28,7 @@ budget of n labelled volumes is the first n of ``train.list``: 12 = BCP's "20 %"
 
 from __future__ import annotations
 
+import locale
 import os
 import re
 import shutil
@@ -106,7 +107,16 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
 
 
 def _stack(folder: Path):
-    """The case's slices in instance-number order as one SimpleITK image (HU)."""
+    """The case's slices in instance-number order as one SimpleITK image (HU). GDCM sets the process's locale to
+    "C" when it reads DICOM, which would make later text files ASCII-only: the locale is put back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _read_stack(folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _read_stack(folder: Path):
     import SimpleITK as sitk
 
     files = sorted(f / n for f, _, names in _walk(folder) for n in names if n.lower().endswith(".dcm"))
