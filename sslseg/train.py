@@ -161,6 +161,7 @@ class _Run:
         self.step, self.entered, self.log, self.wall = 0, -1, [], 0.0
         self.best = {"dice": -1.0, "step": -1, "state": None}
         self.best_other: dict[str, dict] = {}  # also-validated network -> {"dice", "step", "state"}
+        self.stale, self.stopped = 0, None  # validations without a new best in the stage; early-stop iteration
 
 
 def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, init: Path | None = None,
@@ -236,7 +237,8 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
     depth = int(os.environ.get("SSLSEG_PREFETCH", 2 if dev.type == "cuda" else 0))
     feed = Prefetcher(sampler, depth, pin=dev.type == "cuda") if depth > 0 else sampler
     with _StopSignal() as stop, feed if depth > 0 else contextlib.nullcontext():
-        while run.step < total and not (stop_after is not None and run.step >= stop_after) and stop.received is None:
+        while (run.step < total and run.stopped is None and not (stop_after is not None and run.step >= stop_after)
+               and stop.received is None):
             step = run.step
             if (idx := _stage_index(stages, step)) != run.entered:
                 _enter(stages[idx], m, run, opts)
@@ -267,6 +269,11 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
                             k: v.detach().cpu().clone() for k, v in m.nets[name].state_dict().items()}}
                 m.train()
             m.end_iteration(step, validation)
+            if validation is not None:
+                run.stale = 0 if validation[1] else run.stale + 1
+                if val.get("patience") and run.stale >= val["patience"] and run.entered == len(stages) - 1 \
+                        and val["selection"] == "val":
+                    run.stopped = it
             run.log.append(row)
             if it % log_every == 0 or row["val_dice"] != "":
                 per_it = (time.time() - t0) / (it - first)
@@ -277,7 +284,7 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
             if it % ckpt_every == 0 and it < total:
                 _save_resume(resume, m, opts, feed, run, run.wall + time.time() - t0, chash, precision)
     run.wall += time.time() - t0
-    if run.step >= total:
+    if run.step >= total or run.stopped is not None:
         _finish(out, spec, m, info, run, dev, init, precision, depth)
         if resume.is_file():
             resume.unlink()
@@ -322,7 +329,7 @@ def _enter(stage: Stage, m: Method, run: _Run, opts: list[torch.optim.Optimizer]
     if stage.restore_best:
         m.best_states = {k: v["state"] for k, v in run.best_other.items()}
         run.best = {"dice": -1.0, "step": -1, "state": None}
-        run.best_other = {}
+        run.best_other, run.stale = {}, 0
     for o in opts:
         if stage.reset_optimisers:
             o.state.clear()
@@ -391,7 +398,7 @@ def _restore(path: Path, chash: str, m: Method, opts, sampler, run: _Run, stages
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     random.setstate(st["py_rng"])
     run.step, run.entered, run.best, run.log, run.wall = st["step"], st["entered"], st["best"], st["log"], st["wall"]
-    run.best_other = st.get("best_other", {})
+    run.best_other, run.stale = st.get("best_other", {}), st.get("stale", 0)
     if run.entered >= 0:
         m.stage = stages[run.entered].name
     print(f"[sslseg train] resumed from {path} at iteration {run.step}", flush=True)
@@ -405,6 +412,7 @@ def _save_resume(path: Path, m: Method, opts, sampler, run: _Run, wall: float, c
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "method": m.state(), "step": run.step, "entered": run.entered, "best": run.best,
              "best_other": run.best_other, "log": run.log, "scaler": precision.scaler.state_dict(),
+             "stale": run.stale,
              "wall": wall, "run": chash}
     write_torch(path, state)
 
@@ -433,6 +441,7 @@ def _finish(out: Path, spec: RunSpec, m: Method, info: DatasetInfo, run: _Run, d
         "iterations": sched["iterations"], "budget": spec.budget, "seed": spec.seed,
         "warm_start": None if spec.warm_start is None else {**spec.warm_start, "model": str(init)},
         "selection": selection, "selected_iteration": selected, "best_val_dice": run.best["dice"],
+        "stopped_early_at": run.stopped,
         "wall_time_s": round(run.wall, 2), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "git_commit": _git_commit(), "python": sys.version.split()[0], "platform": platform.platform(),

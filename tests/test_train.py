@@ -370,3 +370,20 @@ def test_a_stage_sets_its_weight_decay_and_schedules_change_one_method(tiny, pre
         validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"], schedules={"bcp": {"lr": -1}})}})
     with pytest.raises(SslsegError, match=r"benchmarks/t/schedules: unknown name 'bcpp'"):
         validate({"benchmarks": {"t": dict(b, methods=["supervised", "bcp"], schedules={"bcpp": {}})}})
+
+
+def test_early_stop_after_patience_validations_without_a_better_model(tiny, prepared, tmp_path):
+    """``validation: {patience: 2}`` with a learning rate too small to change anything: validation 1 sets the best,
+    validations 2 and 3 find nothing better, so training ends at iteration 3 of 8 with the model of iteration 1;
+    without ``patience`` the run's JSON is what it was."""
+    from sslseg.config import run_spec, validate
+
+    b = tiny["synth2d"]
+    b["schedule"].update(iterations=8, lr=1e-12)
+    b["validation"] = {"every": 1}
+    assert "patience" not in run_spec(validate({"benchmarks": {"t": b}}), "t", "supervised", 1, 0).to_json()
+    b["validation"]["patience"] = 2
+    out = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "run")
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert prov["stopped_early_at"] == 3 and prov["selected_iteration"] == 1 and out.is_file()
+    assert len(pd.read_csv(tmp_path / "run" / "train_log.csv")) == 3 and not (tmp_path / "run" / ".resume").exists()
