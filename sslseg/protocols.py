@@ -78,10 +78,11 @@ for _p in (
              resize_2d="nearest", spacing=False, empty_policy="zero", mode="constant", stride=(4, 16, 16)),
     # DuoMod-Net's test_amos.py + eval_amos_ready.py: windows overlapping by half, averaged uniformly; Dice 1 when
     # both masks are empty, 0 when one is; "ASD" = SimpleITK's average Hausdorff distance in mm, NaN for a missed
-    # organ (the reference then drops it by a nan-mean; here it is counted as missed in the tables)
+    # organ (the reference then drops it by a nan-mean; here it is counted as missed in the tables); averages
+    # over classes per case first
     Protocol("duomod", "DuoMod-Net's evaluation: windows overlapping by half, averaged uniformly; Dice (1 when both "
              "masks are empty), ASD = SimpleITK's average Hausdorff distance in mm; a missed organ has no ASD and "
              "is counted", resize_2d="bilinear", spacing=True, empty_policy="duomod", mode="constant",
-             asd="average_hausdorff", layout="duomod"),
+             asd="average_hausdorff", layout="duomod", aggregation="classes-then-cases"),
 ):
     PROTOCOLS.register(_p.name)(_p)
