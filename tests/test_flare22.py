@@ -53,7 +53,7 @@ def test_download_and_preprocess(release, tmp_path):
     assert spec.download(top.as_uri(), tmp_path / "raw_url")["sha256"] == "not verified (local folder)"
     (top / "labels" / "FLARE22_Tr_0042.nii.gz").rename(tmp_path / "aside.nii.gz")
     try:
-        with pytest.raises(SslsegError, match=r"no image and label for FLARE22_Tr_0042 \(1 of 50 missing\)"):
+        with pytest.raises(SslsegError, match=r"no image and label for FLARE22_Tr_0042 \(1 of the 50 cases"):
             spec.download(str(top), tmp_path / "raw")
     finally:
         (tmp_path / "aside.nii.gz").rename(top / "labels" / "FLARE22_Tr_0042.nii.gz")

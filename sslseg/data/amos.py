@@ -29,7 +29,7 @@ from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import incoming, release_root, unpack
 from sslseg.io import replace_folder
 
-__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "link_or_copy"]
+__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "link_or_copy", "download_pairs", "duomod_spec"]
 
 URL = "https://zenodo.org/records/7155725/files/amos22.zip"
 SHA256 = "d2fbf2c31abba9824d183f05741ce187b17905b8cca64d1078eabf1ba96775c2"
@@ -54,61 +54,72 @@ def link_or_copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def case_ids() -> list[str]:
-    return [c for split in ("train", "val", "test") for c in read_split("amos", split)]
-
-
-def download(source: str, raw: Path, sha256: str | None = None) -> dict:
-    """The split's cases into ``raw/cases`` (nnU-Net layout, channel suffix ``_0000``); an earlier download stays
-    until every case was found."""
-    cases = case_ids()
+def download_pairs(source: str, raw: Path, sha256: str | None, *, url: str, official: str, release: str,
+                   cases: list[str], probe: str, locate) -> str | None:
+    """Unpack ``source`` (default ``url``; an archive must have ``sha256`` or else the ``official`` digest), find
+    the release's root by the relative path ``probe``, every case's (image, label) by ``locate(root, case)`` (None
+    when absent), and keep them in ``raw/cases/{imagesTr/{case}_0000, labelsTr/{case}}.nii.gz`` (hard links where
+    possible); an earlier download stays until every case was found. Returns the archive's digest (None: a folder)."""
     with incoming(raw) as work:
-        tree, digest = unpack(source or URL, work, None)
-        if digest is not None and digest != (sha256 or SHA256).lower():
-            raise SslsegError(f"{source or URL}: sha256 mismatch (expected {sha256 or SHA256}, got {digest}); not the "
-                              "official amos22.zip (give its sha256 under sources: to use another copy)")
-        root = release_root(tree, f"imagesTr/{cases[0]}.nii.gz")
+        tree, digest = unpack(source or url, work, None)
+        if digest is not None and digest != (sha256 or official).lower():
+            raise SslsegError(f"{source or url}: sha256 mismatch (expected {sha256 or official}, got {digest}); not "
+                              f"the official {release} (give its sha256 under sources: to use another copy)")
+        root = release_root(tree, probe)
         if root is None:
-            raise SslsegError(f"{source or URL}: not the AMOS22 layout (no imagesTr/labelsTr/imagesVa/labelsVa)")
-        found = {}
-        for cid in cases:
-            for part in ("Tr", "Va"):
-                img, lab = root / f"images{part}" / f"{cid}.nii.gz", root / f"labels{part}" / f"{cid}.nii.gz"
-                if img.is_file() and lab.is_file():
-                    found[cid] = (img, lab)
-                    break
+            raise SslsegError(f"{source or url}: not the layout of {release} (no {probe})")
+        found = {c: pair for c in cases if (pair := locate(root, c)) is not None}
         if missing := [c for c in cases if c not in found]:
             raise SslsegError(f"{root}: no image and label for {missing[0]} ({len(missing)} of the {len(cases)} "
                               "cases of the split missing)")
 
         def fill(tmp: Path) -> None:
-            for cid, (img, lab) in found.items():
-                link_or_copy(img, tmp / "imagesTr" / f"{cid}_0000.nii.gz")
-                link_or_copy(lab, tmp / "labelsTr" / f"{cid}.nii.gz")
+            for c, (img, lab) in found.items():
+                link_or_copy(img, tmp / "imagesTr" / f"{c}_0000.nii.gz")
+                link_or_copy(lab, tmp / "labelsTr" / f"{c}.nii.gz")
 
         replace_folder(raw / "cases", fill)
+    return digest
+
+
+def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
+    """The kept cases (``download_pairs``) prepared by the shared NIfTI path (``spec``'s resampling and window)."""
+    from sslseg.data.prepare import prepare_nifti
+
+    if not (raw / "cases").is_dir():
+        raise SslsegError(f"{raw / 'cases'}: no downloaded {spec.name}; run download first")
+    prepare_nifti(spec, raw / "cases", out)
+
+
+def duomod_spec(info: DatasetInfo, download, **kw) -> DatasetSpec:
+    """DuoMod-Net's preparation of a CT release (AMOS, FLARE22): 1.5 x 1.5 x 2 mm with linear images and nearest
+    labels, the window [-125, 275] -> (x + 125) / 400, predictions back by nearest neighbour."""
+    from sslseg.data.prepare import ct_window
+
+    return DatasetSpec(info.replace(mirror=False, restore_order=0), download=download, preprocess=preprocess,
+                       normalise=ct_window(-125, 275), target_spacing=SPACING, resample=(1, 0),
+                       preparation={"resampling": "image linear, label nearest; back to the original grid nearest"},
+                       **kw)
+
+
+def _locate(root: Path, case: str):
+    for part in ("Tr", "Va"):
+        img, lab = root / f"images{part}" / f"{case}.nii.gz", root / f"labels{part}" / f"{case}.nii.gz"
+        if img.is_file() and lab.is_file():
+            return img, lab
+    return None
+
+
+def download(source: str, raw: Path, sha256: str | None = None) -> dict:
+    """The split's 360 cases from ``imagesTr``/``labelsTr`` and ``imagesVa``/``labelsVa``."""
+    cases = [c for split in ("train", "val", "test") for c in read_split("amos", split)]
+    digest = download_pairs(source, raw, sha256, url=URL, official=SHA256, release="amos22.zip", cases=cases,
+                            probe=f"imagesTr/{cases[0]}.nii.gz", locate=_locate)
     mri = sum(modality(c)["modality"] == "MRI" for c in cases)
     return {"kind": "nifti", "sha256": digest or "not verified (local folder)", "cases": len(cases), "mri_cases": mri}
 
 
-def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
-    from sslseg.data.prepare import prepare_nifti
-
-    if not (raw / "cases").is_dir():
-        raise SslsegError(f"{raw / 'cases'}: no downloaded AMOS; run download first")
-    prepare_nifti(spec, raw / "cases", out)
-
-
-def _spec() -> DatasetSpec:
-    from sslseg.data.prepare import ct_window
-
-    return DatasetSpec(DatasetInfo(
-        "amos", classes=CLASSES, tail=TAIL, dims=3, modality="CT and MRI (ids from 500)",
-        intensity="clipped to [-125, 275], (x + 125) / 400, MRI included (DuoMod-Net)",
-        budget_unit="labelled volumes", budgets=(4, 10, 21), mirror=False, restore_order=0),
-        download=download, preprocess=preprocess, normalise=ct_window(-125, 275), target_spacing=SPACING,
-        resample=(1, 0), case_columns=modality,
-        preparation={"resampling": "image linear, label nearest; back to the original grid nearest"})
-
-
-DATASETS.register("amos")(_spec())
+DATASETS.register("amos")(duomod_spec(DatasetInfo(
+    "amos", classes=CLASSES, tail=TAIL, dims=3, modality="CT and MRI (ids from 500)",
+    intensity="clipped to [-125, 275], (x + 125) / 400, MRI included (DuoMod-Net)",
+    budget_unit="labelled volumes", budgets=(4, 10, 21)), download, case_columns=modality))

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,11 @@ def cardiac_phantom(rng: np.random.Generator, size: int = 64) -> Phantom:
 ORGANS = {1: "liver", 2: "spleen", 3: "kidney_r", 4: "kidney_l", 5: "aorta", 6: "gallbladder", 7: "adrenal"}
 
 
+def _ellipsoid(grid, c, r) -> np.ndarray:
+    """Voxels of the axis-aligned ellipsoid with centre ``c`` and radii ``r`` (array order) on ``grid``."""
+    return sum(((g - ci) / ri) ** 2 for g, ci, ri in zip(grid, c, r)) < 1
+
+
 def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     """One CT-like volume (HU) with the seven ORGANS; 6 and 7 are tiny."""
     zz, yy, xx = _grid(shape)
@@ -86,8 +92,7 @@ def abdomen_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     j = lambda a: a * rng.uniform(0.85, 1.15)  # noqa: E731  size jitter
     o = lambda: rng.uniform(-2.5, 2.5)  # noqa: E731  position jitter
 
-    def ell(c, r):
-        return sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), c, r)) < 1
+    ell = functools.partial(_ellipsoid, (zz, yy, xx))
 
     body = ((yy - ny / 2) / (ny * 0.42)) ** 2 + ((xx - nx / 2) / (nx * 0.47)) ** 2 < 1
     img = np.where(body, -80.0, -1000.0).astype(np.float32)  # abdominal fat, air outside
@@ -124,8 +129,7 @@ def abdomen15_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     j = lambda a: a * rng.uniform(0.85, 1.15)  # noqa: E731  size jitter
     o = lambda: rng.uniform(-2.0, 2.0)  # noqa: E731  position jitter
 
-    def ell(c, r):
-        return sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), c, r)) < 1
+    ell = functools.partial(_ellipsoid, (zz, yy, xx))
 
     def tube(y, x, r, z0, z1):  # a vessel along z
         return ((yy - y) ** 2 + (xx - x) ** 2 < r ** 2) & (zz >= z0) & (zz <= z1)
