@@ -99,6 +99,7 @@ class DatasetSpec:
     preparation: dict = field(default_factory=dict)  # what else dataset.json should record
     resample: tuple[int, int] = (3, 1)  # image spline order, label order (1 per-class linear, 0 nearest)
     case_columns: Callable[[str], dict] | None = None  # extra cases.csv columns of a case id (e.g. modality)
+    label_map: dict[int, int] = field(default_factory=dict)  # raw label id -> prepared id (WORD: 16 -> 15)
 
     @property
     def name(self) -> str:
@@ -110,7 +111,7 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "ssls
                                                        "sslseg.data.la",
                                                        "sslseg.data.pancreas", "sslseg.data.pancreas_mcnet",
                                                        "sslseg.data.promise12",
-                                                       "sslseg.data.synthetic"))
+                                                       "sslseg.data.synthetic", "sslseg.data.word"))
 
 
 def read_split(dataset: str, name: str) -> list[str]:

@@ -29,7 +29,8 @@ from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import incoming, release_root, unpack
 from sslseg.io import replace_folder
 
-__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "link_or_copy", "download_pairs", "duomod_spec"]
+__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "link_or_copy", "download_pairs", "check_digest",
+           "keep_pairs", "duomod_spec"]
 
 URL = "https://zenodo.org/records/7155725/files/amos22.zip"
 SHA256 = "d2fbf2c31abba9824d183f05741ce187b17905b8cca64d1078eabf1ba96775c2"
@@ -58,28 +59,38 @@ def download_pairs(source: str, raw: Path, sha256: str | None, *, url: str, offi
                    cases: list[str], probe: str, locate) -> str | None:
     """Unpack ``source`` (default ``url``; an archive must have ``sha256`` or else the ``official`` digest), find
     the release's root by the relative path ``probe``, every case's (image, label) by ``locate(root, case)`` (None
-    when absent), and keep them in ``raw/cases/{imagesTr/{case}_0000, labelsTr/{case}}.nii.gz`` (hard links where
-    possible); an earlier download stays until every case was found. Returns the archive's digest (None: a folder)."""
+    when absent) and keep them (``keep_pairs``). Returns the archive's digest (None: a folder)."""
     with incoming(raw) as work:
         tree, digest = unpack(source or url, work, None)
-        if digest is not None and digest != (sha256 or official).lower():
-            raise SslsegError(f"{source or url}: sha256 mismatch (expected {sha256 or official}, got {digest}); not "
-                              f"the official {release} (give its sha256 under sources: to use another copy)")
+        check_digest(source or url, digest, sha256 or official, release)
         root = release_root(tree, probe)
         if root is None:
             raise SslsegError(f"{source or url}: not the layout of {release} (no {probe})")
-        found = {c: pair for c in cases if (pair := locate(root, c)) is not None}
-        if missing := [c for c in cases if c not in found]:
-            raise SslsegError(f"{root}: no image and label for {missing[0]} ({len(missing)} of the {len(cases)} "
-                              "cases of the split missing)")
-
-        def fill(tmp: Path) -> None:
-            for c, (img, lab) in found.items():
-                link_or_copy(img, tmp / "imagesTr" / f"{c}_0000.nii.gz")
-                link_or_copy(lab, tmp / "labelsTr" / f"{c}.nii.gz")
-
-        replace_folder(raw / "cases", fill)
+        keep_pairs(raw, {c: locate(root, c) for c in cases}, root)
     return digest
+
+
+def check_digest(source: str, digest: str | None, expected: str, release: str) -> None:
+    """An archive's SHA-256 is the pinned one (a folder, ``digest`` None, is not verifiable)."""
+    if digest is not None and digest != expected.lower():
+        raise SslsegError(f"{source}: sha256 mismatch (expected {expected}, got {digest}); not the official "
+                          f"{release} (give its sha256 under sources: to use another copy)")
+
+
+def keep_pairs(raw: Path, found: dict, root: Path) -> None:
+    """Keep every case's (image, label) of ``found`` (case -> pair, None when absent from the release at ``root``)
+    in ``raw/cases/{imagesTr/{case}_0000, labelsTr/{case}}.nii.gz``, hard links where possible; an earlier download
+    stays until every case was found."""
+    if missing := [c for c, pair in found.items() if pair is None]:
+        raise SslsegError(f"{root}: no image and label for {missing[0]} ({len(missing)} of the {len(found)} "
+                          "cases of the split missing)")
+
+    def fill(tmp: Path) -> None:
+        for c, (img, lab) in found.items():
+            link_or_copy(img, tmp / "imagesTr" / f"{c}_0000.nii.gz")
+            link_or_copy(lab, tmp / "labelsTr" / f"{c}.nii.gz")
+
+    replace_folder(raw / "cases", fill)
 
 
 def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Iterator
 from sslseg import SslsegError
 from sslseg.io import atomic_path
 
-__all__ = ["sha256sum", "git_blob_sha1", "fetch", "extract", "unpack", "listed_files", "release_root", "verify_files"]
+__all__ = ["sha256sum", "git_blob_sha1", "local_path", "fetch", "extract", "unpack", "listed_files", "release_root", "verify_files"]
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -72,7 +72,8 @@ def verify_files(root: Path, files: dict[str, str], release: str, digest=sha256s
                               f"{got}); corrupt or modified file")
 
 
-def _local(source: str) -> Path | None:
+def local_path(source: str) -> Path | None:
+    """The path of a local source (a plain path or a ``file://`` URL); None for a remote URL."""
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme == "file":
         return Path(urllib.parse.unquote(parsed.path))
@@ -87,7 +88,7 @@ def fetch(source: str, dest: Path, sha256: str | None = None) -> Path:
     A local directory is returned as is (nothing to copy). A checksum mismatch removes nothing already
     present at ``dest`` and raises SslsegError naming both digests.
     """
-    local = _local(source)
+    local = local_path(source)
     if local is not None:
         if not local.exists():
             raise SslsegError(f"{local}: source does not exist")
@@ -110,9 +111,10 @@ def fetch(source: str, dest: Path, sha256: str | None = None) -> Path:
     return dest
 
 
-def extract(archive: Path, dest: Path, name: str | None = None) -> Path:
+def extract(archive: Path, dest: Path, name: str | None = None, password: str | None = None) -> Path:
     """Extract a zip or tar archive into ``dest``, refusing members that would land outside it; messages name
-    the archive as ``name`` (the user's source) when given."""
+    the archive as ``name`` (the user's source) when given. A zip with a ``password`` may be AES-encrypted (WinZip
+    AE-1/AE-2, which Python's zipfile cannot read) or ZipCrypto: both are read with pyzipper."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     archive_path, archive = archive, name or archive
@@ -124,7 +126,7 @@ def extract(archive: Path, dest: Path, name: str | None = None) -> Path:
 
     try:
         if zipfile.is_zipfile(archive_path):
-            with zipfile.ZipFile(archive_path) as z:
+            with _open_zip(archive_path, password) as z:
                 for info in z.infolist():
                     check(info.filename)
                     if stat.S_ISLNK(info.external_attr >> 16):
@@ -141,9 +143,23 @@ def extract(archive: Path, dest: Path, name: str | None = None) -> Path:
             raise SslsegError(f"{archive}: not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise SslsegError(f"{archive}: corrupt or truncated archive ({e})") from None
+    except RuntimeError as e:  # zipfile and pyzipper: an encrypted member without, or with a wrong, password
+        raise SslsegError(f"{archive}: could not be decrypted ({e})") from None
+    except NotImplementedError as e:  # e.g. an AES-encrypted member read without its password
+        raise SslsegError(f"{archive}: could not be read ({e}; encrypted?)") from None
     except OSError as e:  # e.g. a member path through a file: name the archive, not the temporary folder
         raise SslsegError(f"{archive}: could not be extracted ({e.strerror or e})") from None
     return dest
+
+
+def _open_zip(path: Path, password: str | None):
+    if password is None:
+        return zipfile.ZipFile(path)
+    import pyzipper
+
+    z = pyzipper.AESZipFile(path)
+    z.setpassword(password.encode())
+    return z
 
 
 @contextlib.contextmanager
@@ -159,13 +175,15 @@ def incoming(raw: Path) -> Iterator[Path]:
             raw.rmdir()
 
 
-def unpack(source: str, work: Path, sha256: str | None = None) -> tuple[Path, str | None]:
+def unpack(source: str, work: Path, sha256: str | None = None,
+           password: str | None = None) -> tuple[Path, str | None]:
     """The file tree of ``source`` and its archive's SHA-256: a local directory as it is (digest None), otherwise
-    the file or URL fetched into ``work`` (checked against ``sha256`` when given) and extracted there. ``work`` is
-    emptied first; the caller removes it once it has copied what it needs."""
+    the file or URL fetched into ``work`` (checked against ``sha256`` when given) and extracted there (with
+    ``password`` for an encrypted zip). ``work`` is emptied first; the caller removes it once it has copied what it
+    needs."""
     shutil.rmtree(work, ignore_errors=True)
-    local = _local(source)
+    local = local_path(source)
     if local is not None and local.is_dir():
         return local, None
     archive = fetch(source, work / "archive", sha256)
-    return extract(archive, work / "tree", source), sha256sum(archive)
+    return extract(archive, work / "tree", source, password), sha256sum(archive)

@@ -157,6 +157,8 @@ def _load_pair(raw: Path, case: str, spec: DatasetSpec) -> tuple[np.ndarray, np.
     lab_path = raw / "labelsTr" / f"{case}.nii.gz"
     image = np.stack(channels).astype(np.float32)
     label = read_label_of(lab_path, image, geom, raw / "imagesTr" / f"{case}_0000.nii.gz")
+    for old, new in spec.label_map.items():
+        label[label == old] = new
     check_case(Case(image, label, geom), lab_path, spec.info.n_classes)
     return image, label.astype(np.uint8), geom
 
@@ -269,6 +271,8 @@ def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict, in
     with atomic_path(out / "cases.csv") as tmp:
         df.to_csv(tmp, index=False)
     prep = {"target_spacing": spec.target_spacing, "crop": spec.crop, **spec.preparation, **extra}
+    if spec.label_map:
+        prep["label_map"] = {str(k): v for k, v in spec.label_map.items()}
     write_json(out / "dataset.json", {**info.to_json(), "format": FORMAT, "preparation": prep,
                                       "spacing_convention": "mm, array axis order (z, y, x); h5 attrs 'spacing' "
                                                             "are SimpleITK order (x, y, z)"})
