@@ -20,8 +20,11 @@ def _u(n: int, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n)
 
 
-def colour_jitter(x: torch.Tensor, strength: float = 0.5, p: float = 0.8, hue: float = 0.25) -> torch.Tensor:
-    """torchvision ``ColorJitter(s, s, s, hue)`` applied with probability ``p`` per image (``RandomApply``).
+def colour_jitter(x: torch.Tensor, strength: float = 0.5, p: float = 0.8, hue: float = 0.25,
+                  contrast: float | None = None, saturation: float | None = None) -> torch.Tensor:
+    """torchvision ``ColorJitter(s, c, sat, hue)`` applied with probability ``p`` per image (``RandomApply``);
+    ``strength`` s is the brightness range and, unless given, the contrast and saturation ranges (0: the factor is
+    1, torchvision's absent operation; DEC-Seg jitters brightness and hue only).
 
     One-channel images: saturation and hue are identities (as in torchvision), so it is brightness (x*b) and
     contrast (blend with the image mean by c), b, c ~ U[1-s, 1+s], in a random order per image, each clamped to
@@ -29,11 +32,12 @@ def colour_jitter(x: torch.Tensor, strength: float = 0.5, p: float = 0.8, hue: f
     defines them -- contrast blends with the mean of the grey image (0.2989 R + 0.587 G + 0.114 B), saturation
     with the grey image, hue shifts the HSV hue by h ~ U[-hue, hue] (mod 1)."""
     n, channels = x.shape[0], x.shape[1]
+    c_range = strength if contrast is None else contrast
     if channels == 3:
-        return _jitter_rgb(x, strength, p, hue)
+        return _jitter_rgb(x, strength, p, hue, c_range, strength if saturation is None else saturation)
     if channels != 1:
         raise ValueError(f"colour jitter is defined for 1 or 3 channels, got {channels}")
-    apply, b, c, order = torch.rand(n) < p, _u(n, 1 - strength, 1 + strength), _u(n, 1 - strength, 1 + strength), \
+    apply, b, c, order = torch.rand(n) < p, _u(n, 1 - strength, 1 + strength), _u(n, 1 - c_range, 1 + c_range), \
         torch.rand(n) < 0.5
     shape = (n,) + (1,) * (x.ndim - 1)
     b, c = b.to(x).view(shape), c.to(x).view(shape)
@@ -78,14 +82,15 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return table.gather(1, i.unsqueeze(0).unsqueeze(0).expand(3, 1, *i.shape)).squeeze(1)
 
 
-def _jitter_rgb(x: torch.Tensor, strength: float, p: float, hue: float) -> torch.Tensor:
+def _jitter_rgb(x: torch.Tensor, strength: float, p: float, hue: float, contrast: float,
+                saturation: float) -> torch.Tensor:
     out = []
     for img in x:
         if float(torch.rand(())) >= p:
             out.append(img)
             continue
         order = torch.randperm(4).tolist()
-        b, c, s = (float(_u(1, max(0.0, 1 - strength), 1 + strength)) for _ in range(3))
+        b, c, s = (float(_u(1, max(0.0, 1 - r), 1 + r)) for r in (strength, contrast, saturation))
         h = float(_u(1, -hue, hue))
         for op in order:
             if op == 0:

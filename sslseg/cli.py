@@ -186,7 +186,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="metrics.csv")
     s.add_argument("--split", default="test", choices=["val", "test"])
     s.add_argument("--protocol", help="evaluation protocol (units, default empty policy)")
-    s.add_argument("--empty-policy", dest="empty_policy", choices=["penalty", "exclude", "zero", "duomod"])
+    s.add_argument("--empty-policy", dest="empty_policy",
+                   choices=["penalty", "exclude", "zero", "duomod", "decseg"])
     s = add("aggregate", cmd_aggregate, "summaries, p-values, Excel and paper tables of a benchmark")
     s.add_argument("--spec", help="the report specification as JSON (or @file), as the workflow passes it")
     s.add_argument("--results", required=True, help="results/{bench}")

@@ -11,7 +11,7 @@ import numpy as np
 from sslseg import SslsegError
 from sslseg.data import prepared_info, split_cases
 from sslseg.io import atomic_path, read_case, read_nifti
-from sslseg.metrics import case_metrics
+from sslseg.metrics import case_metrics, saliency_metrics
 from sslseg.protocols import PROTOCOLS
 
 __all__ = ["evaluate"]
@@ -44,8 +44,12 @@ def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test",
         pred, pgeom = read_nifti(pred_path)
         _check_prediction(pred_path, pred, pgeom, ref.label_orig, geom, info.n_classes)
         spacing = geom.spacing_zyx if use_spacing else None
-        for r in case_metrics(pred.astype(np.int64), ref.label_orig, groups, spacing, policy,
-                              members={g: ids_ for g, (_, ids_) in groups.items()}, asd_kind=proto.asd):
+        members = {g: ids_ for g, (_, ids_) in groups.items()}
+        for r in case_metrics(pred.astype(np.int64), ref.label_orig, groups, spacing, policy, members=members,
+                              asd_kind=proto.asd):
+            if proto.saliency:
+                r.update(saliency_metrics(np.isin(pred, members[r["cls"]]), np.isin(ref.label_orig,
+                                                                                    members[r["cls"]])))
             rows.append({"case": cid, "class_name": groups[r["cls"]][0], **r,
                          "unit": proto.unit(info.spacing_known), "protocol": proto.name, "policy": policy})
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

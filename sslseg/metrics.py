@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = ["dc", "jc", "hd95", "asd", "surface_distances", "average_hausdorff", "dice_per_class", "case_metrics",
-           "EMPTY_POLICIES"]
+           "saliency_metrics", "SALIENCY", "EMPTY_POLICIES"]
 
 EMPTY_POLICIES = {
     "penalty": "one-sided empty: Dice/Jaccard 0, HD95/ASD = image diagonal; both empty: excluded and counted",
@@ -35,6 +35,8 @@ EMPTY_POLICIES = {
     "duomod": "both empty: Dice/Jaccard 1, HD95/ASD 0 (scored, as DuoMod-Net's evaluation); one-sided empty: "
               "Dice/Jaccard 0, HD95/ASD NaN (left out of the distance means and counted as a missed or spurious "
               "structure)",
+    "decseg": "Dice/Jaccard 0 whenever the prediction or the reference is empty, both empty included (scored, as "
+              "DEC-Seg's test script); HD95/ASD NaN then (excluded and counted)",
 }
 
 
@@ -262,10 +264,28 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[int], spac
                        hd95=float(np.percentile(np.hstack((a, b)), 95)),
                        asd=float(a.mean()) if asd_kind == "surface" else average_hausdorff(p, r, spacing))
         elif not (tp + fp) and not (tp + fn):
-            both = (1.0, 1.0, 0.0, 0.0) if policy == "duomod" else (np.nan,) * 4
+            both = {"duomod": (1.0, 1.0, 0.0, 0.0), "decseg": (0.0, 0.0, np.nan, np.nan)}.get(policy, (np.nan,) * 4)
             row.update(status="both_empty", **dict(zip(("dice", "jaccard", "hd95", "asd"), both)))
         else:
-            dist = {"penalty": diagonal, "exclude": np.nan, "zero": 0.0, "duomod": np.nan}[policy]
+            dist = {"penalty": diagonal, "exclude": np.nan, "zero": 0.0, "duomod": np.nan, "decseg": np.nan}[policy]
             row.update(status="pred_empty" if tp + fn else "ref_empty", dice=0.0, jaccard=0.0, hd95=dist, asd=dist)
         rows.append(row)
     return rows
+
+
+SALIENCY = ("sm", "em", "wfm", "mae")
+
+
+def saliency_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """The polyp toolbox's measures of one 2D binary prediction against its reference, from pysodmetrics (the
+    Python port of the MATLAB evaluation PraNet and DEC-Seg run): S-measure (alpha 0.5), mean E-measure (over its
+    256 thresholds, the toolbox's meanEm), weighted F-measure (beta 1) and MAE. The masks go in as 0/255 maps,
+    the toolbox's PNG form."""
+    import py_sod_metrics as sod
+
+    p, r = (np.where(np.asarray(m, bool), 255, 0).astype(np.uint8) for m in (pred, ref))
+    sm, em, wfm, mae = sod.Smeasure(), sod.Emeasure(), sod.WeightedFmeasure(), sod.MAE()
+    for m in (sm, em, wfm, mae):
+        m.step(pred=p, gt=r)
+    return {"sm": float(sm.get_results()["sm"]), "em": float(np.mean(em.get_results()["em"]["curve"])),
+            "wfm": float(wfm.get_results()["wfm"]), "mae": float(mae.get_results()["mae"])}

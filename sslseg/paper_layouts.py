@@ -9,6 +9,11 @@ beside the project's tables (which every benchmark gets).
   reference); then "Average (FG)" and "Average (tail)": per seed the mean over cases of each case's class mean.
   Unlike the reference, each line also counts the organs missed (prediction empty, no ASD) and the spurious ones
   (reference empty), which its nan-means leave out silently.
+
+``decseg`` -- DEC-Seg's tables (its ``MyTest.py`` and the polyp toolbox it runs), per test set and over all test
+images, per method and budget: mean Dice and IoU (0 when either mask is empty), S-measure, mean E-measure, weighted
+F-measure and MAE, each the mean over images within a seed, then mean +- std over seeds (ddof 1):
+``{method}_l{budget}_results.txt`` and, for every run together, ``test_sets.csv``.
 """
 
 from __future__ import annotations
@@ -67,7 +72,39 @@ def _duomod(per_case: pd.DataFrame, meta: DatasetInfo, out: Path) -> None:
             Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-LAYOUTS = {"duomod": _duomod}
+DECSEG_METRICS = {"dice": "mDice", "jaccard": "mIoU", "sm": "S_alpha", "em": "mean E_phi", "wfm": "F_w",
+                  "mae": "MAE"}
+
+
+def _decseg(per_case: pd.DataFrame, meta: DatasetInfo, out: Path) -> None:
+    rows = per_case[per_case["cls"] == min(meta.groups)]  # the lesion (one foreground class)
+    sets = [("all", rows)]
+    if "subset" in rows:
+        sets = [(str(name), sub) for name, sub in rows.groupby("subset", sort=False)] + sets
+    metrics = [m for m in DECSEG_METRICS if m in rows]
+    table = []
+    for (method, budget), _ in rows.groupby(["method", "budget"], sort=False):
+        lines = [f"{method}, {budget} {meta.budget_unit}: mean over images per seed, then mean +- std over seeds "
+                 "(ddof 1)", f"{'test set':<20} {'images':>6} " + " ".join(f"{DECSEG_METRICS[m]:>15}"
+                                                                           for m in metrics)]
+        for name, sub in sets:
+            run = sub[(sub["method"] == method) & (sub["budget"] == budget)]
+            per_seed = run.groupby("seed")[metrics].mean()
+            n = run["case"].nunique()
+            cells = []
+            for m in metrics:
+                mean, std = float(per_seed[m].mean()), float(per_seed[m].std(ddof=1)) if len(per_seed) > 1 else np.nan
+                table.append(dict(method=method, budget=budget, subset=name, metric=m, mean=mean, std=std,
+                                  n_images=n, n_seeds=len(per_seed)))
+                cells.append(f"{mean:.4f} +- {std:.4f}" if np.isfinite(std) else f"{mean:.4f}")
+            lines.append(f"{name:<20} {n:>6} " + " ".join(f"{c:>15}" for c in cells))
+        with atomic_path(out / f"{method}_l{budget}_results.txt") as tmp:
+            Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(out / "test_sets.csv") as tmp:
+        pd.DataFrame(table).to_csv(tmp, index=False)
+
+
+LAYOUTS = {"duomod": _duomod, "decseg": _decseg}
 
 
 def write_layout(layout: str | None, per_case: pd.DataFrame, meta: DatasetInfo, out: Path) -> None:

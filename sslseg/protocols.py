@@ -20,6 +20,8 @@ Fields:
   (``sslseg.paper_layouts``), or None.
 * ``aggregation``: ``cases-then-classes`` (per class the mean over cases, then the mean over classes; SSL4MIS,
   BCP) or ``classes-then-cases`` (per case the mean over classes, then the mean over cases).
+* ``saliency``: 2D only, also the polyp toolbox's S-measure, mean E-measure, weighted F-measure and MAE of each
+  case and class (``sslseg.metrics.saliency_metrics``; columns sm, em, wfm, mae of metrics.csv).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Protocol:
     largest_component: bool = False
     asd: Literal["surface", "average_hausdorff"] = "surface"
     layout: str | None = None  # a paper's own summary files (sslseg.paper_layouts), in results/{bench}/paper/
+    saliency: bool = False
 
     def unit(self, spacing_known: bool) -> str:
         """Unit of HD95/ASD under this protocol for a dataset whose spacing is (not) known."""
@@ -84,5 +87,12 @@ for _p in (
              "masks are empty), ASD = SimpleITK's average Hausdorff distance in mm; a missed organ has no ASD and "
              "is counted", resize_2d="bilinear", spacing=True, empty_policy="duomod", mode="constant",
              asd="average_hausdorff", layout="duomod", aggregation="classes-then-cases"),
+    # DEC-Seg's MyTest.py: the image zoomed to the training size with order 0, out3's argmax zoomed back with order
+    # 0; per image medpy's Dice, 0 when the prediction or the reference is empty; the polyp tables (S-measure,
+    # E-measure, weighted F, MAE) from PraNet's toolbox, here through pysodmetrics; per test set (paper layout)
+    Protocol("decseg", "DEC-Seg's test: images zoomed to the training size and back with order 0, per-image Dice "
+             "and IoU (0 when either mask is empty), the polyp toolbox's S-measure, mean E-measure, weighted "
+             "F-measure and MAE (pysodmetrics), per test set", resize_2d="nearest", spacing=False,
+             empty_policy="decseg", layout="decseg", saliency=True),
 ):
     PROTOCOLS.register(_p.name)(_p)

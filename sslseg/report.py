@@ -250,6 +250,9 @@ def aggregate(bench: dict, results: Path, prepared: Path, out: Path | None = Non
         raise SslsegError(f"{prepared}: holds dataset {meta.name!r}; benchmark {name!r} is on {bench['dataset']!r}")
     tests = cases.loc[cases["split"] == "test", "case"].astype(str)
     per_case = load_runs(results, bench, {(c, n) for c in tests for n, _ in meta.groups.values()})
+    if "subset" in cases:  # named subsets (the polyp test sets): per_case.csv says which case is in which
+        sets = cases.set_index(cases["case"].astype(str))["subset"]
+        per_case.insert(per_case.columns.get_loc("case") + 1, "subset", per_case["case"].astype(str).map(sets))
     unit = str(per_case["unit"].iloc[0])
     seeds = seed_table(per_case, list(meta.tail), PROTOCOLS[bench["protocol"]].aggregation)
     cells = cell_table(seeds)

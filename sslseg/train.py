@@ -197,6 +197,9 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
 
     nets = build_networks(cls, lambda name: build_model(spec.networks[name], info.dims, info.in_channels,
                                                         info.n_classes).to(dev))
+    for net in nets.values():  # pre-trained weights named by the architecture (DEC-Seg's Res2Net), training only
+        if hasattr(net, "init_pretrained"):
+            net.init_pretrained()
     if init_states is not None:
         for name, net in nets.items():
             src = name if name in init_states else next(iter(init_states))
@@ -210,7 +213,8 @@ def train(spec: RunSpec, prepared: Path, out: Path, device: str | None = None, i
                                   f"({one_line(e, 200)})") from None
     m = cls(nets, method_params(spec.method, spec.hparams), sched["iterations"], info.n_classes, budget=spec.budget)
     sampler = TwoStreamSampler(prepared, spec.budget, sched["patch"], sched["batch_labelled"],
-                               sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"])
+                               sched["batch_unlabelled"], rng, cls.streams, sched["fg_oversample"],
+                               geometric=sched.get("augment", "weak") == "weak")
     if cls.uses_label_counts:
         m.init_label_counts(sampler.label_counts(info.n_classes))
     opts = m.optimisers(sched)

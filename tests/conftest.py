@@ -29,12 +29,16 @@ EGM_TINY3D = {"egm_dt": {"student": {"name": "egm_unet", "channels": [4, 8], "dr
 # SSCD's heads sit at 1/2, 1/4 and 1/8: five levels, narrow
 SSCD_NET = {"name": "unet", "channels": [2, 4, 4, 8, 8], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}
 SSCD_TINY = {"sscd": {"student": SSCD_NET, "second": SSCD_NET}}
+# DEC-Seg's network at its narrowest useful width (one block per stage) and small generators
+DECSEG_NET = {"name": "decseg", "base": 8, "layers": [1, 1, 1, 1], "cfa_channels": 4}
+DECSEG_TINY = {"decseg": {"student": DECSEG_NET}}
 
 TINY = {
     "synth2d": {"dataset": "synth2d", "methods": ["supervised", "mean_teacher"], "labels": [1], "seeds": [0, 1],
                 "model": {"name": "unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2]},
                 "schedule": {"iterations": 8, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [32, 32]},
-                "validation": {"every": 4}, "networks": {**EGM_TINY, **SSCD_TINY}},
+                "validation": {"every": 4}, "networks": {**EGM_TINY, **SSCD_TINY, **DECSEG_TINY},
+                "hparams": {"decseg": {"generator_channels": [4, 8], "generator_dropout": [0.0, 0.0]}}},
     "synth3d": {"dataset": "synth3d", "methods": ["supervised", "mean_teacher"], "labels": [2], "seeds": [0, 1],
                 "model": {"name": "unet", "channels": [4, 8], "dropout": [0.0, 0.0]},
                 "schedule": {"iterations": 4, "batch_labelled": 1, "batch_unlabelled": 1, "patch": [16, 24, 24],
@@ -43,7 +47,8 @@ TINY = {
     "synthpolyp": {"dataset": "synthpolyp", "methods": ["supervised", "fixmatch"], "labels": [4], "seeds": [0],
                    "model": {"name": "unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2]},
                    "schedule": {"iterations": 6, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [32, 32]},
-                   "validation": {"every": 3}, "networks": {**EGM_TINY, **SSCD_TINY}},
+                   "validation": {"every": 3}, "networks": {**EGM_TINY, **SSCD_TINY, **DECSEG_TINY},
+                   "hparams": {"decseg": {"generator_channels": [4, 8], "generator_dropout": [0.0, 0.0]}}},
     "synthmm": {"dataset": "synthmm", "methods": ["supervised", "mean_teacher"], "labels": [2], "seeds": [0],
                 "model": {"name": "unet", "channels": [4, 8], "dropout": [0.0, 0.0]},
                 "schedule": {"iterations": 4, "batch_labelled": 2, "batch_unlabelled": 2, "patch": [16, 16, 16],

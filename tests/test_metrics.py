@@ -303,16 +303,28 @@ def test_case_metrics_rejects_bad_input():
         M.case_metrics(pred[:-1], ref, [1], None)
     with pytest.raises(ValueError, match="policy"):
         M.case_metrics(pred, ref, [1], None, policy="ignore")
-    assert set(M.EMPTY_POLICIES) == {"penalty", "exclude", "zero", "duomod"}
+    assert set(M.EMPTY_POLICIES) == {"penalty", "exclude", "zero", "duomod", "decseg"}
 
 
-def test_case_metrics_scores_regions_as_unions_of_labels():
-    """BraTS-style regions: whole = labels {1, 2}, core = {2}. Reference: a 2x2 block of 2 inside a 4x4 block of
-    1s; prediction: the block of 1s only. whole: perfect; core: predicted empty."""
-    ref = np.zeros((6, 6), np.uint8)
-    ref[1:5, 1:5] = 1
-    ref[2:4, 2:4] = 2
-    pred = np.where(ref > 0, 1, 0)
-    rows = {r["cls"]: r for r in M.case_metrics(pred, ref, [1, 2], None, "penalty", members={1: (1, 2), 2: (2,)})}
-    assert rows[1]["dice"] == 1.0 and rows[1]["hd95"] == 0.0 and rows[1]["tp"] == 16
-    assert rows[2]["status"] == "pred_empty" and rows[2]["dice"] == 0.0 and rows[2]["n_ref"] == 4
+def test_decseg_policy_scores_every_empty_mask_zero():
+    """DEC-Seg's MyTest.py: Dice 0 unless both the prediction and the reference are non-empty -- a correct empty
+    prediction on an empty reference included; no distance then."""
+    pred, ref = _labels()
+    rows = {r["cls"]: r for r in M.case_metrics(pred, ref, [1, 2, 3, 4], None, "decseg")}
+    assert rows[1]["dice"] == mp.dc(pred == 1, ref == 1)
+    for c, status in ((2, "pred_empty"), (3, "ref_empty"), (4, "both_empty")):
+        r = rows[c]
+        assert r["status"] == status and r["dice"] == 0.0 and r["jaccard"] == 0.0
+        assert math.isnan(r["hd95"]) and math.isnan(r["asd"])
+
+
+def test_saliency_metrics_of_binary_maps_by_hand():
+    """The polyp toolbox's measures through pysodmetrics: MAE of binary maps is the share of wrong pixels; a
+    perfect map has S-measure and weighted F 1."""
+    ref = np.zeros((8, 8), bool)
+    ref[2:6, 2:6] = True
+    perfect = M.saliency_metrics(ref, ref)
+    assert perfect["sm"] == pytest.approx(1.0) and perfect["wfm"] == pytest.approx(1.0) and perfect["mae"] == 0.0
+    shifted = M.saliency_metrics(np.roll(ref, 1, axis=1), ref)  # 4 pixels lost on the left, 4 gained on the right
+    assert shifted["mae"] == pytest.approx(8 / 64) and shifted["sm"] < 1 and shifted["wfm"] < 1
+    assert M.saliency_metrics(np.zeros_like(ref), ref)["mae"] == pytest.approx(16 / 64)

@@ -43,16 +43,16 @@ def test_every_method_trains(tiny, prepared, tmp_path, bench, method):
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["info"]["in_channels"] == info.in_channels and ckpt["predict"] == list(METHODS[method].predict)
     # parameters moved away from the initialisation
-    init = _init_state(b, info)
+    init = _init_state(ckpt["networks"][ckpt["predict"][0]]["model"], info)
     assert any(not torch.equal(v, _weights(out)[k]) for k, v in init.items() if v.dtype.is_floating_point)
 
 
-def _init_state(b, info):
+def _init_state(model: dict, info):
     from sslseg.models import build_model
     from sslseg.train import seed_everything
 
     seed_everything(0)
-    return build_model(b["model"], info.dims, info.in_channels, info.n_classes).state_dict()
+    return build_model(model, info.dims, info.in_channels, info.n_classes).state_dict()
 
 
 def test_same_seed_same_model_other_seed_differs(tiny, prepared, tmp_path):

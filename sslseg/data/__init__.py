@@ -45,7 +45,8 @@ class DatasetInfo:
     # of label ids (BraTS-style whole tumour / tumour core), which evaluation scores instead of the classes.
     regions: dict[str, tuple[int, ...]] | None = None
     # How a prediction on a resampled grid returns to the original one: 1 per class linearly (nnU-Net), 0 nearest
-    # neighbour (DuoMod-Net's zoom with order 0).
+    # neighbour as ``scipy.ndimage.zoom(order=0)`` maps it (corner pixels onto corner pixels: the call of
+    # DuoMod-Net's test_amos.py and DEC-Seg's MyTest.py).
     restore_order: Literal[0, 1] = 1
 
     @property
@@ -100,6 +101,9 @@ class DatasetSpec:
     resample: tuple[int, int] = (3, 1)  # image spline order, label order (1 per-class linear, 0 nearest)
     case_columns: Callable[[str], dict] | None = None  # extra cases.csv columns of a case id (e.g. modality)
     label_map: dict[int, int] = field(default_factory=dict)  # raw label id -> prepared id (WORD: 16 -> 15)
+    # 2D image datasets: images and masks stored at this (H, W), zoomed as DEC-Seg's loader does (scipy zoom, order
+    # 0), the original mask kept for scoring on the original grid (ISIC's photographs are up to 6,700 px wide)
+    image_size: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:

@@ -20,17 +20,13 @@ resizing, as its ``test_amos.py`` (zoom, order 0).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
-from sslseg.data.download import incoming, release_root, unpack
-from sslseg.io import replace_folder
+from sslseg.data.download import check_digest, incoming, keep_files, release_root, unpack
 
-__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "link_or_copy", "download_pairs", "check_digest",
-           "keep_pairs", "duomod_spec"]
+__all__ = ["URL", "SHA256", "CLASSES", "TAIL", "modality", "download_pairs", "keep_pairs", "duomod_spec"]
 
 URL = "https://zenodo.org/records/7155725/files/amos22.zip"
 SHA256 = "d2fbf2c31abba9824d183f05741ce187b17905b8cca64d1078eabf1ba96775c2"
@@ -44,15 +40,6 @@ SPACING = (1.5, 1.5, 2.0)
 def modality(case: str) -> dict:
     """AMOS numbers its MRI scans from 500."""
     return {"modality": "MRI" if int(case.rsplit("_", 1)[1]) >= 500 else "CT"}
-
-
-def link_or_copy(src: Path, dest: Path) -> None:
-    """A hard link to ``src`` at ``dest`` (same file system), else a copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
 
 
 def download_pairs(source: str, raw: Path, sha256: str | None, *, url: str, official: str, release: str,
@@ -70,27 +57,14 @@ def download_pairs(source: str, raw: Path, sha256: str | None, *, url: str, offi
     return digest
 
 
-def check_digest(source: str, digest: str | None, expected: str, release: str) -> None:
-    """An archive's SHA-256 is the pinned one (a folder, ``digest`` None, is not verifiable)."""
-    if digest is not None and digest != expected.lower():
-        raise SslsegError(f"{source}: sha256 mismatch (expected {expected}, got {digest}); not the official "
-                          f"{release} (give its sha256 under sources: to use another copy)")
-
-
 def keep_pairs(raw: Path, found: dict, root: Path) -> None:
     """Keep every case's (image, label) of ``found`` (case -> pair, None when absent from the release at ``root``)
-    in ``raw/cases/{imagesTr/{case}_0000, labelsTr/{case}}.nii.gz``, hard links where possible; an earlier download
-    stays until every case was found."""
+    as ``raw/cases/{imagesTr/{case}_0000, labelsTr/{case}}.nii.gz`` (``keep_files``)."""
     if missing := [c for c, pair in found.items() if pair is None]:
         raise SslsegError(f"{root}: no image and label for {missing[0]} ({len(missing)} of the {len(found)} "
                           "cases of the split missing)")
-
-    def fill(tmp: Path) -> None:
-        for c, (img, lab) in found.items():
-            link_or_copy(img, tmp / "imagesTr" / f"{c}_0000.nii.gz")
-            link_or_copy(lab, tmp / "labelsTr" / f"{c}.nii.gz")
-
-    replace_folder(raw / "cases", fill)
+    keep_files(raw / "cases", {name: path for c, (img, lab) in found.items()
+                               for name, path in ((f"imagesTr/{c}_0000.nii.gz", img), (f"labelsTr/{c}.nii.gz", lab))})
 
 
 def preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:

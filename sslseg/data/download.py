@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import stat
 import tarfile
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Iterator
 
 from sslseg import SslsegError
-from sslseg.io import atomic_path
+from sslseg.io import atomic_path, replace_folder
 
-__all__ = ["sha256sum", "git_blob_sha1", "local_path", "fetch", "extract", "unpack", "listed_files", "release_root", "verify_files"]
+__all__ = ["sha256sum", "git_blob_sha1", "local_path", "fetch", "extract", "unpack", "listed_files", "release_root",
+           "verify_files", "check_digest", "link_or_copy", "keep_files"]
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -187,3 +189,29 @@ def unpack(source: str, work: Path, sha256: str | None = None,
         return local, None
     archive = fetch(source, work / "archive", sha256)
     return extract(archive, work / "tree", source, password), sha256sum(archive)
+
+
+def check_digest(source: str, digest: str | None, expected: str, release: str) -> None:
+    """An archive's SHA-256 is the pinned one (a folder, ``digest`` None, is not verifiable)."""
+    if digest is not None and digest != expected.lower():
+        raise SslsegError(f"{source}: sha256 mismatch (expected {expected}, got {digest}); not the official "
+                          f"{release} (give its sha256 under sources: to use another copy)")
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link to ``src`` at ``dest`` (same file system), else a copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def keep_files(folder: Path, files: dict[str, Path]) -> None:
+    """``files`` (relative name -> source file) in ``folder``, hard links where the file system allows (a release
+    of many GB is not copied twice); an earlier download in ``folder`` stays until every file is in place."""
+    def fill(tmp: Path) -> None:
+        for name, src in files.items():
+            link_or_copy(src, tmp / name)
+
+    replace_folder(folder, fill)

@@ -7,7 +7,8 @@ in a bounded footprint.
 
 2D (SSL4MIS ``RandomGenerator``, BCP variant): with p 0.5 rot90 (k in 0..3) + flip; otherwise with p 0.5 a
 rotation by an integer angle in [-20, 20) (order 0); then zoom to the patch size (order 0). Training items are the
-stored 2D cases, or every slice of stored volumes.
+stored 2D cases, or every slice of stored volumes. ``geometric=False`` (schedule ``augment: none``, DEC-Seg's
+loader) keeps only the zoom (2D) or the crop (3D).
 3D: random crop of the patch (zero padding where the volume is smaller) + random flips, as UA-MT's
 ``RandomCrop``/``RandomRotFlip`` (rot90 only in the axial plane, and only when that plane is square); datasets
 with left/right organ pairs (``mirror: false``) get crops only, so laterality stays learnable.
@@ -88,13 +89,13 @@ class CaseStore:
         return image
 
 
-def _augment_2d(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray | None, patch):
-    if rng.random() > 0.5:
+def _augment_2d(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray | None, patch, geometric: bool = True):
+    if geometric and rng.random() > 0.5:
         k = int(rng.integers(0, 4))
         img, lab = np.rot90(img, k, axes=(1, 2)), None if lab is None else np.rot90(lab, k)
         axis = int(rng.integers(0, 2))
         img, lab = np.flip(img, axis + 1), None if lab is None else np.flip(lab, axis)
-    elif rng.random() > 0.5:
+    elif geometric and rng.random() > 0.5:
         angle = int(rng.integers(-20, 20))
         img = ndimage.rotate(img, angle, axes=(2, 1), order=0, reshape=False)
         lab = None if lab is None else ndimage.rotate(lab, angle, order=0, reshape=False)
@@ -150,14 +151,16 @@ class TwoStreamSampler:
     """
 
     def __init__(self, prepared: Path, budget: int, patch, batch_l: int, batch_u: int, rng: np.random.Generator,
-                 streams: frozenset[str] = frozenset({"x_l", "y_l"}), fg_oversample: float = 0.0) -> None:
+                 streams: frozenset[str] = frozenset({"x_l", "y_l"}), fg_oversample: float = 0.0,
+                 geometric: bool = True) -> None:
         info, cases = load_prepared(prepared)
         col = f"labelled_{budget}"
         if col not in cases.columns:
             have = [c.split("_", 1)[1] for c in cases.columns if c.startswith("labelled_")]
             raise SslsegError(f"{Path(prepared) / 'cases.csv'}: no label budget {budget} (budgets: {', '.join(have)})")
         train = cases[cases["split"] == "train"]
-        self.patch, self.dims, self.rng, self.mirror = tuple(patch), info.dims, rng, info.mirror
+        self.patch, self.dims, self.rng, self.geometric = tuple(patch), info.dims, rng, geometric
+        self.mirror = info.mirror and geometric
         if len(self.patch) != info.dims:
             raise SslsegError(f"schedule/patch {list(patch)} has {len(patch)} axes; dataset {info.name} is "
                               f"{info.dims}D")
@@ -220,7 +223,7 @@ class TwoStreamSampler:
             img, lab = store.read(i, None if z is None else (slice(z, z + 1),))
             if z is not None:
                 img, lab = img[:, 0], None if lab is None else lab[0]
-            return _augment_2d(self.rng, img, lab, self.patch)
+            return _augment_2d(self.rng, img, lab, self.patch, self.geometric)
         start = _crop_box(self.rng, store.shapes[i], self.patch, self._centre(i) if labelled else None)
         img, lab = _read_patch(store, i, start, self.patch)
         if self.mirror:

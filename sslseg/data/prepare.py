@@ -131,15 +131,27 @@ def prepare_case(spec: DatasetSpec, image: np.ndarray, label: np.ndarray | None,
     return Case(img, lab, out_geom, source, orig)
 
 
+def zoom_corners(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` to ``shape`` by ``scipy.ndimage.zoom(x, factors, order=0)`` with scipy's defaults (corner pixels map
+    onto corner pixels), the call DuoMod-Net and DEC-Seg make; the output shape pinned to ``shape``."""
+    if tuple(x.shape) == tuple(shape):
+        return x.copy()
+    out = ndimage.zoom(x, [n / o for n, o in zip(shape, x.shape)], order=0)
+    if out.shape != tuple(shape):
+        out = out[tuple(slice(0, s) for s in shape)]
+        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape)], mode="edge")
+    return out
+
+
 def restore_grid(pred: np.ndarray, case: Case, order: int = 1) -> tuple[np.ndarray, Geometry]:
     """A label map on the prepared grid of ``case`` back on its original grid (the inverse of ``prepare_case``):
-    resampled (``order`` 1: per class linearly; 0: nearest) to the crop box and placed into a background volume of
-    the original shape."""
+    resampled (``order`` 1: per class linearly; 0: nearest, ``zoom_corners``) to the crop box and placed into a
+    background volume of the original shape."""
     if case.source is None:
         return pred, case.geom
     box_shape = tuple(s.stop - s.start for s in case.source.box)
     full = np.zeros(case.source.shape, np.uint8)
-    full[case.source.box] = resize_labels(pred, box_shape, order)
+    full[case.source.box] = zoom_corners(pred, box_shape) if order == 0 else resize_labels(pred, box_shape, order)
     return full, case.source.geom
 
 
@@ -201,7 +213,9 @@ def prepare_image_folder(spec: DatasetSpec, raw: Path, out: Path, images: str = 
                          mask_threshold: int = 128) -> None:
     """2D image datasets (``images/{case}.<ext>`` + ``masks/{case}.<ext>``, as Kvasir-SEG or ISIC): every image is a
     case of (channels, H, W), normalised per channel; masks are binarised at ``mask_threshold`` (see
-    ``sslseg.io.read_image_2d``). Image files carry no physical spacing."""
+    ``sslseg.io.read_image_2d``). Image files carry no physical spacing. With ``spec.image_size`` the image and
+    mask are stored at that size (``zoom_corners``) and the original mask kept for scoring. Extra cases.csv
+    columns come from ``spec.case_columns`` (e.g. a polyp image's test set)."""
     rows = []
 
     def cases():
@@ -214,9 +228,18 @@ def prepare_image_folder(spec: DatasetSpec, raw: Path, out: Path, images: str = 
                                       f"{spec.info.in_channels}")
                 mask_path = _one_file(raw / masks, cid)
                 label = read_image_2d(mask_path, mask_threshold)
+                if label.shape != image.shape[1:]:
+                    raise SslsegError(f"{mask_path}: mask {label.shape} and image {image.shape[1:]} differ in size")
                 case = Case(np.stack([spec.normalise(c) for c in image]), label, Geometry((1.0, 1.0)))
                 check_case(case, mask_path, spec.info.n_classes)
-                rows.append(dict(case=cid, patient=cid, split=split, shape=label.shape, spacing=(1.0, 1.0)))
+                if spec.image_size is not None and tuple(spec.image_size) != label.shape:
+                    case = Case(np.stack([zoom_corners(c, spec.image_size) for c in case.image]),
+                                zoom_corners(label, spec.image_size), case.geom,
+                                Source(case.geom, label.shape, (slice(0, label.shape[0]), slice(0, label.shape[1]))),
+                                label if split != "train" else None)
+                extra = spec.case_columns(cid) if spec.case_columns else {}
+                rows.append(dict(case=cid, patient=cid, split=split, shape=case.label.shape, spacing=(1.0, 1.0),
+                                 **extra))
                 yield cid, case
 
     write_cases(out, cases())
@@ -273,6 +296,8 @@ def write_tables(spec: DatasetSpec, out: Path, rows: list[dict], extra: dict, in
     prep = {"target_spacing": spec.target_spacing, "crop": spec.crop, **spec.preparation, **extra}
     if spec.label_map:
         prep["label_map"] = {str(k): v for k, v in spec.label_map.items()}
+    if spec.image_size:
+        prep["image_size"] = list(spec.image_size)
     write_json(out / "dataset.json", {**info.to_json(), "format": FORMAT, "preparation": prep,
                                       "spacing_convention": "mm, array axis order (z, y, x); h5 attrs 'spacing' "
                                                             "are SimpleITK order (x, y, z)"})

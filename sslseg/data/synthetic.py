@@ -10,6 +10,8 @@
   brightness, in a larger volume with a bias field and Rician noise. Trained on 3D patches.
 * ``synthabd`` -- abdominal-CT-like volumes with AMOS's 15 classes, five of them (esophagus, gallbladder, the two
   adrenal glands, duodenum) tiny: the class-imbalanced set of DuoMod-Net's CPU benchmark.
+* ``synthpolyp``, ``synthcolon`` -- endoscopy-like RGB frames with one polyp, JPEG in Kvasir-SEG's layout; 40 and
+  170 frames (``synthcolon``: 120 / 10 / 40, budgets 12 and 36 = DEC-Seg's 10 and 30 %; its CPU benchmark).
 """
 
 from __future__ import annotations
@@ -251,9 +253,11 @@ def tumour_phantom(rng: np.random.Generator, shape=(20, 40, 48)) -> Phantom:
 
 
 PHANTOMS = {"synth2d": cardiac_phantom, "synth3d": abdomen_phantom, "synthpolyp": polyp_phantom,
-            "synthmm": tumour_phantom, "synthla": atrium_phantom, "synthabd": abdomen15_phantom}
+            "synthmm": tumour_phantom, "synthla": atrium_phantom, "synthabd": abdomen15_phantom,
+            "synthcolon": polyp_phantom}
 SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244, "synthla": 20245,
-         "synthabd": 20246}
+         "synthabd": 20246, "synthcolon": 20247}
+COLOUR = ("synthpolyp", "synthcolon")  # written as JPEG images and masks in Kvasir-SEG's layout
 
 
 def _write_jpeg(path: Path, array: np.ndarray) -> None:
@@ -275,7 +279,7 @@ def generate(name: str, raw: Path) -> None:
     for cid in ids:
         rng = np.random.default_rng([SEEDS[name], int(cid.rsplit("_", 1)[1])])
         image, label, geom = PHANTOMS[name](rng)
-        if name == "synthpolyp":
+        if name in COLOUR:
             _write_jpeg(raw / "images" / f"{cid}.jpg", np.moveaxis(image, 0, -1).astype(np.uint8))
             _write_jpeg(raw / "masks" / f"{cid}.jpg", (label * 255).astype(np.uint8))
             continue
@@ -318,6 +322,11 @@ def _register() -> None:
     register(DatasetInfo(
         "synthpolyp", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
         intensity="RGB / 255", budget_unit="labelled images", budgets=(4, 8), in_channels=3,
+        channel_names=("R", "G", "B"), spacing_known=False), preprocess=prepare_image_folder,
+        normalise=lambda x: (x / 255.0).astype(np.float32))
+    register(DatasetInfo(
+        "synthcolon", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
+        intensity="RGB / 255", budget_unit="labelled images", budgets=(12, 36), in_channels=3,
         channel_names=("R", "G", "B"), spacing_known=False), preprocess=prepare_image_folder,
         normalise=lambda x: (x / 255.0).astype(np.float32))
     register(DatasetInfo(

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, read_split
-from sslseg.data.amos import check_digest, duomod_spec, keep_pairs
-from sslseg.data.download import incoming, local_path, release_root, unpack
+from sslseg.data.amos import duomod_spec, keep_pairs
+from sslseg.data.download import check_digest, incoming, local_path, release_root, unpack
 
 __all__ = ["ARCHIVE", "SHA256", "PASSWORD", "LABELS_TS", "LABELS_TS_URL", "LABELS_TS_SHA256", "CLASSES", "TAIL"]
 

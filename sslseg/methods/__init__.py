@@ -195,7 +195,7 @@ def build_networks(method: type[Method], build) -> dict[str, nn.Module]:
 
 
 _MODULES = ["supervised", "mean_teacher", "uamt", "cps", "fixmatch", "unimatch", "bcp", "aigcmatch", "egm_dt", "sscd",
-            "duomod"]
+            "duomod", "decseg"]
 
 for _m in _MODULES:
     __import__(f"sslseg.methods.{_m}")

@@ -56,4 +56,4 @@ def build_model(spec: dict, spatial_dims: int, in_channels: int, n_classes: int)
     return MODELS[spec["name"]](spatial_dims, in_channels, n_classes, model_params(spec))
 
 
-from sslseg.models import egm, unet, vnet  # noqa: E402,F401
+from sslseg.models import decseg, egm, unet, vnet  # noqa: E402,F401
