@@ -111,11 +111,9 @@ class DatasetSpec:
 
 
 # The dataset modules register themselves when first looked up (reading a prepared folder needs none of them).
-DATASETS: Registry[DatasetSpec] = Registry("dataset", ("sslseg.data.acdc", "sslseg.data.amos", "sslseg.data.flare22",
-                                                       "sslseg.data.la",
-                                                       "sslseg.data.pancreas", "sslseg.data.pancreas_mcnet",
-                                                       "sslseg.data.promise12",
-                                                       "sslseg.data.synthetic", "sslseg.data.word"))
+DATASETS: Registry[DatasetSpec] = Registry("dataset", tuple(f"sslseg.data.{m}" for m in (
+    "acdc", "amos", "brainmri", "flare22", "isic2018", "la", "pancreas", "pancreas_mcnet", "polyp", "promise12",
+    "synthetic", "word")))
 
 
 def read_split(dataset: str, name: str) -> list[str]:
