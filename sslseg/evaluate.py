@@ -43,6 +43,9 @@ def evaluate(pred_dir: Path, prepared: Path, out_csv: Path, split: str = "test",
         pred_path = Path(pred_dir) / f"{cid}.nii.gz"
         pred, pgeom = read_nifti(pred_path)
         _check_prediction(pred_path, pred, pgeom, ref.label_orig, geom, info.n_classes)
+        if proto.saliency and pred.ndim != 2:
+            raise SslsegError(f"{pred_path}: protocol {proto.name!r} scores 2D images (the polyp toolbox's "
+                              f"measures); this prediction is {pred.ndim}D")
         spacing = geom.spacing_zyx if use_spacing else None
         members = {g: ids_ for g, (_, ids_) in groups.items()}
         for r in case_metrics(pred.astype(np.int64), ref.label_orig, groups, spacing, policy, members=members,

@@ -25,7 +25,7 @@ from pathlib import Path
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import incoming, keep_files, listed_files, release_root, unpack, verify_files
-from sslseg.data.polyp import rgb_unit
+from sslseg.data.prepare import prepare_downloaded_images, rgb_unit
 
 __all__ = ["CHECKSUMS", "RELEASE"]
 
@@ -58,16 +58,9 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
             "files": f"{2 * len(cases)} checked against {CHECKSUMS.name}", "slices": len(cases)}
 
 
-def _preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
-    from sslseg.data.prepare import prepare_image_folder
-
-    if not (raw / "files").is_dir():
-        raise SslsegError(f"{raw / 'files'}: no downloaded brainmri; run download first")
-    prepare_image_folder(spec, raw / "files", out, mask_threshold=128)
-
-
 DATASETS.register("brainmri")(DatasetSpec(DatasetInfo(
     "brainmri", classes={1: "abnormality"}, dims=2, modality="MRI (pre-contrast, FLAIR, post-contrast as RGB)",
     intensity="RGB / 255", budget_unit="labelled slices", budgets=(103, 310), in_channels=3,
     channel_names=("pre-contrast", "FLAIR", "post-contrast"), spacing_known=False), download=download,
-    preprocess=_preprocess, normalise=rgb_unit, preparation={"masks": "foreground where the value >= 128"}))
+    preprocess=prepare_downloaded_images, normalise=rgb_unit,
+    preparation={"masks": "foreground where the value >= 128"}))

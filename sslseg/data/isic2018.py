@@ -23,7 +23,7 @@ from pathlib import Path
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import check_digest, incoming, keep_files, local_path, unpack
-from sslseg.data.polyp import rgb_unit
+from sslseg.data.prepare import prepare_downloaded_images, rgb_unit
 
 __all__ = ["BASE_URL", "ZIPS", "SIZE"]
 
@@ -78,16 +78,9 @@ def download(source: str, raw: Path, sha256: str | None = None) -> dict:
     return {**facts, "images": len(files) // 2}
 
 
-def _preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
-    from sslseg.data.prepare import prepare_image_folder
-
-    if not (raw / "files").is_dir():
-        raise SslsegError(f"{raw / 'files'}: no downloaded isic2018; run download first")
-    prepare_image_folder(spec, raw / "files", out, mask_threshold=128)
-
-
 DATASETS.register("isic2018")(DatasetSpec(DatasetInfo(
     "isic2018", classes={1: "lesion"}, dims=2, modality="RGB dermoscopy", intensity="RGB / 255",
     budget_unit="labelled images", budgets=(207, 622), in_channels=3, channel_names=("R", "G", "B"),
-    spacing_known=False, restore_order=0), download=download, preprocess=_preprocess, normalise=rgb_unit,
-    image_size=SIZE, preparation={"masks": "foreground where the value >= 128", "stored": "352 x 352, zoom order 0"}))
+    spacing_known=False, restore_order=0), download=download, preprocess=prepare_downloaded_images,
+    normalise=rgb_unit, image_size=SIZE,
+    preparation={"masks": "foreground where the value >= 128", "stored": "352 x 352, zoom order 0"}))

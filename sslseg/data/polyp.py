@@ -30,8 +30,9 @@ from pathlib import Path
 from sslseg import SslsegError
 from sslseg.data import DATASETS, DatasetInfo, DatasetSpec, read_split
 from sslseg.data.download import check_digest, incoming, keep_files, release_root, unpack
+from sslseg.data.prepare import prepare_downloaded_images, rgb_unit
 
-__all__ = ["KVASIR_URL", "KVASIR_SHA256", "SUBSETS", "subset"]
+__all__ = ["KVASIR_URL", "KVASIR_SHA256", "KVASIR_ZIP", "SUBSETS", "subset"]
 
 KVASIR_URL = "https://datasets.simula.no/downloads/kvasir-seg.zip"
 KVASIR_SHA256 = "03b30e21d584e04facf49397a2576738fd626815771afbbf788f74a7153478f7"
@@ -134,27 +135,12 @@ def download_kvasir(source: str, raw: Path, sha256: str | None = None) -> dict:
     return {"kind": "images", "sha256": digest or "not verified (local folder)", "frames": len(found)}
 
 
-def _preprocess(spec: DatasetSpec, raw: Path, out: Path) -> None:
-    from sslseg.data.prepare import prepare_image_folder
-
-    if not (raw / "files").is_dir():
-        raise SslsegError(f"{raw / 'files'}: no downloaded {spec.name}; run download first")
-    prepare_image_folder(spec, raw / "files", out, mask_threshold=128)
-
-
-def rgb_unit(x):
-    """RGB / 255 (DEC-Seg's scaling)."""
-    import numpy as np
-
-    return (np.asarray(x, np.float32) / 255.0).astype(np.float32)
-
-
 def _register(name: str, download, budgets: tuple[int, int], note: str) -> None:
     DATASETS.register(name)(DatasetSpec(DatasetInfo(
         name, classes={1: "polyp"}, dims=2, modality=f"RGB colonoscopy ({note})", intensity="RGB / 255",
         budget_unit="labelled images", budgets=budgets, in_channels=3, channel_names=("R", "G", "B"),
-        spacing_known=False), download=download, preprocess=_preprocess, normalise=rgb_unit, case_columns=subset,
-        preparation={"masks": "foreground where the channel mean >= 128"}))
+        spacing_known=False), download=download, preprocess=prepare_downloaded_images, normalise=rgb_unit,
+        case_columns=subset, preparation={"masks": "foreground where the channel mean >= 128"}))
 
 
 _register("polyp", download_polyp, (145, 435), "PraNet's split of Kvasir-SEG, CVC-ClinicDB, CVC-300, CVC-ColonDB, "

@@ -22,8 +22,9 @@ from sslseg.data import SPLIT_DIR, DatasetSpec, read_split
 from sslseg.io import (FORMAT, Case, Geometry, Source, atomic_path, check_case, read_image_2d, read_label_of,
                        read_nifti, read_release_h5, replace_folder, write_case, write_json)
 
-__all__ = ["minmax", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
-           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder", "write_tables",
+__all__ = ["minmax", "rgb_unit", "ct_window", "zscore_nonzero", "resampled_shape", "resize_image", "resize_labels",
+           "nonzero_box", "prepare_case", "restore_grid", "prepare_nifti", "prepare_image_folder",
+           "prepare_downloaded_images", "zoom_corners", "write_tables",
            "write_cases", "labelled_by_slices", "volume_slices"]
 
 
@@ -31,6 +32,11 @@ def minmax(x: np.ndarray) -> np.ndarray:
     """Per-volume min-max to [0, 1] (SSL4MIS's ACDC preprocessing)."""
     lo, hi = float(x.min()), float(x.max())
     return ((x - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+
+
+def rgb_unit(x: np.ndarray) -> np.ndarray:
+    """8-bit colour channels / 255 (DEC-Seg's scaling; no per-image statistics)."""
+    return (np.asarray(x, np.float32) / 255.0).astype(np.float32)
 
 
 def ct_window(lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -244,6 +250,14 @@ def prepare_image_folder(spec: DatasetSpec, raw: Path, out: Path, images: str = 
 
     write_cases(out, cases())
     write_tables(spec, out, rows, {"source": f"{images}/ + {masks}/ image files", "mask_threshold": mask_threshold})
+
+
+def prepare_downloaded_images(spec: DatasetSpec, raw: Path, out: Path) -> None:
+    """``prepare_image_folder`` over the download's ``raw/files/{images,masks}`` (the 2D colour releases: polyp,
+    kvasir, isic2018, brainmri), masks foreground where >= 128 (DEC-Seg's ``label / 255 > 0.5``)."""
+    if not (raw / "files").is_dir():
+        raise SslsegError(f"{raw / 'files'}: no downloaded {spec.name}; run download first")
+    prepare_image_folder(spec, raw / "files", out, mask_threshold=128)
 
 
 def volume_slices(vid: str, case: Case):

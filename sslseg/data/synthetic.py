@@ -298,7 +298,8 @@ def _download(name: str):
 
 
 def _register() -> None:
-    from sslseg.data.prepare import ct_window, minmax, prepare_image_folder, prepare_nifti, zscore, zscore_nonzero
+    from sslseg.data.prepare import (ct_window, minmax, prepare_image_folder, prepare_nifti, rgb_unit, zscore,
+                                     zscore_nonzero)
 
     def register(info: DatasetInfo, preprocess=prepare_nifti, **kw) -> None:
         DATASETS.register(info.name)(DatasetSpec(info, _download(info.name), preprocess, **kw))
@@ -323,12 +324,12 @@ def _register() -> None:
         "synthpolyp", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
         intensity="RGB / 255", budget_unit="labelled images", budgets=(4, 8), in_channels=3,
         channel_names=("R", "G", "B"), spacing_known=False), preprocess=prepare_image_folder,
-        normalise=lambda x: (x / 255.0).astype(np.float32))
+        normalise=rgb_unit)
     register(DatasetInfo(
         "synthcolon", classes={1: "polyp"}, dims=2, modality="RGB endoscopy (synthetic)",
         intensity="RGB / 255", budget_unit="labelled images", budgets=(12, 36), in_channels=3,
         channel_names=("R", "G", "B"), spacing_known=False), preprocess=prepare_image_folder,
-        normalise=lambda x: (x / 255.0).astype(np.float32))
+        normalise=rgb_unit)
     register(DatasetInfo(
         "synthmm", classes={1: "oedema", 2: "core"}, dims=3, modality="MRI, two sequences (synthetic)",
         intensity="per channel z-score over the non-zero (head) voxels", budget_unit="labelled volumes",
