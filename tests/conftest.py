@@ -30,7 +30,7 @@ EGM_TINY3D = {"egm_dt": {"student": {"name": "egm_unet", "channels": [4, 8], "dr
 SSCD_NET = {"name": "unet", "channels": [2, 4, 4, 8, 8], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}
 SSCD_TINY = {"sscd": {"student": SSCD_NET, "second": SSCD_NET}}
 # DEC-Seg's network at its narrowest useful width (one block per stage) and small generators
-DECSEG_NET = {"name": "decseg", "base": 8, "layers": [1, 1, 1, 1], "cfa_channels": 4}
+DECSEG_NET = {"name": "decseg", "base": 4, "layers": [1, 1, 1, 1], "cfa_channels": 2}
 DECSEG_TINY = {"decseg": {"student": DECSEG_NET}}
 
 TINY = {

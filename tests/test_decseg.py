@@ -15,7 +15,7 @@ from sslseg.methods.decseg import cross_generative, jitter, scale_consistency
 from sslseg.models import build_model
 from sslseg.models.decseg import DCF, Res2Net, small_size, zoom_nearest
 
-TINY = {"name": "decseg", "base": 8, "layers": [1, 1, 1, 1], "cfa_channels": 4}
+TINY = {"name": "decseg", "base": 4, "layers": [1, 1, 1, 1], "cfa_channels": 2}
 
 
 def n_params(m: nn.Module) -> int:
@@ -99,7 +99,7 @@ def test_perturbation_changes_brightness_and_hue_only():
 def test_imagenet_weights_come_from_a_verified_local_file(tmp_path):
     net = build_model(TINY, 2, 3, 2)
     net.init_pretrained()  # none named: nothing read
-    source = Res2Net((1, 1, 1, 1), base=8)
+    source = Res2Net((1, 1, 1, 1), base=4)
     torch.save(source.state_dict(), tmp_path / "w.pth")
     from sslseg.data.download import sha256sum
 

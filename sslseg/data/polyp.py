@@ -19,7 +19,8 @@ Splits (``workflow/scripts/make_splits.py``): PraNet's test sets; PraNet has no 
 training frames (30 of the 900 for ``kvasir``), drawn once with a fixed seed, validate; DEC-Seg's budgets 145 / 435
 labelled frames (``kvasir``: 87 / 261, 10 / 30 %) are the first n of ``train.list``. Frames are stored at their
 own size, RGB / 255 (DEC-Seg's scaling); masks (PNG, or Kvasir-SEG's JPEG with its compression noise) are
-foreground where the channel mean is >= 128, DEC-Seg's ``label / 255 > 0.5``. The ``decseg`` protocol zooms each
+foreground where the channel mean is >= 128, DEC-Seg's ``label / 255 > 0.5`` (Kvasir-SEG's own ResUNet++ code
+divides by 255 and keeps the soft values; PraNet's MATLAB toolbox takes ``> 128``: the three differ only at 128). The ``decseg`` protocol zooms each
 frame to the training size and the prediction back (order 0), as DEC-Seg's test script.
 """
 
