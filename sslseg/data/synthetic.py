@@ -10,8 +10,9 @@
   brightness, in a larger volume with a bias field and Rician noise. Trained on 3D patches.
 * ``synthabd`` -- abdominal-CT-like volumes with AMOS's 15 classes, five of them (esophagus, gallbladder, the two
   adrenal glands, duodenum) tiny: the class-imbalanced set of DuoMod-Net's CPU benchmark.
-* ``synthpolyp``, ``synthcolon`` -- endoscopy-like RGB frames with one polyp, JPEG in Kvasir-SEG's layout; 40 and
-  170 frames (``synthcolon``: 120 / 10 / 40, budgets 12 and 36 = DEC-Seg's 10 and 30 %; its CPU benchmark).
+* ``synthpolyp``, ``synthcolon`` -- endoscopy-like RGB frames with one polyp, JPEG in Kvasir-SEG's layout; 40
+  frames of 56-80 pixels, and 180 of 112-160 (``synthcolon``: 120 / 20 / 40, budgets 12 and 36 = DEC-Seg's 10 and
+  30 %; its CPU benchmark).
 """
 
 from __future__ import annotations
@@ -206,24 +207,26 @@ def atrium_phantom(rng: np.random.Generator, shape=(40, 64, 64)) -> Phantom:
     return (img * 400).astype(np.float32)[None], cavity.astype(np.uint8), Geometry((0.625, 0.625, 0.625))
 
 
-def polyp_phantom(rng: np.random.Generator) -> Phantom:
+def polyp_phantom(rng: np.random.Generator, scale: float = 1.0) -> Phantom:
     """An endoscopy-like RGB frame (0..255) with one polyp (label 1): redder and more saturated than the mucosa
-    around it but of about the same luminance, so colour, not brightness, tells them apart."""
-    h, w = (int(v) for v in rng.integers(56, 81, 2))
+    around it but of about the same luminance, so colour, not brightness, tells them apart. ``scale`` multiplies
+    every length (frames of 56-80 pixels at 1)."""
+    h, w = (int(v * scale) for v in rng.integers(56, 81, 2))
     yy, xx = _grid((h, w))
     mucosa = np.array([0.80, 0.50, 0.45]) * rng.uniform(0.9, 1.1, 3)
     polyp = np.array([0.95, 0.40, 0.36]) * rng.uniform(0.95, 1.05, 3)
-    img = mucosa[:, None, None] * (1 + 0.08 * np.stack([_smooth_field(rng, (h, w), 4) for _ in range(3)]))
-    folds = 0.06 * np.sin(2 * np.pi * (yy * np.cos(a := rng.uniform(0, np.pi)) + xx * np.sin(a)) / rng.uniform(9, 16))
+    img = mucosa[:, None, None] * (1 + 0.08 * np.stack([_smooth_field(rng, (h, w), 4 * scale) for _ in range(3)]))
+    folds = 0.06 * np.sin(2 * np.pi * (yy * np.cos(a := rng.uniform(0, np.pi)) + xx * np.sin(a))
+                          / (rng.uniform(9, 16) * scale))
     img = img * (1 + folds)
     cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
-    ry, rx, t = rng.uniform(7, 15), rng.uniform(7, 15), rng.uniform(0, np.pi)
+    ry, rx, t = rng.uniform(7, 15) * scale, rng.uniform(7, 15) * scale, rng.uniform(0, np.pi)
     u, v = (yy - cy) * np.cos(t) + (xx - cx) * np.sin(t), -(yy - cy) * np.sin(t) + (xx - cx) * np.cos(t)
     r = np.sqrt((u / ry) ** 2 + (v / rx) ** 2)
     lab = (r < 1).astype(np.uint8)
     blend = np.clip((1.15 - r) / 0.3, 0, 1)  # soft edge
     img = img * (1 - blend) + polyp[:, None, None] * (1 + 0.1 * (1 - r.clip(0, 1))) * blend
-    glint = np.exp(-((yy - cy + ry / 3) ** 2 + (xx - cx) ** 2) / 4.0) * rng.uniform(0.3, 0.8)
+    glint = np.exp(-((yy - cy + ry / 3) ** 2 + (xx - cx) ** 2) / (4.0 * scale ** 2)) * rng.uniform(0.3, 0.8)
     vignette = 1 - 0.35 * (((yy - h / 2) / h) ** 2 + ((xx - w / 2) / w) ** 2) * 4
     img = (img + glint) * vignette + rng.normal(0, 0.03, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.float32), lab, Geometry((1.0, 1.0))
@@ -254,7 +257,7 @@ def tumour_phantom(rng: np.random.Generator, shape=(20, 40, 48)) -> Phantom:
 
 PHANTOMS = {"synth2d": cardiac_phantom, "synth3d": abdomen_phantom, "synthpolyp": polyp_phantom,
             "synthmm": tumour_phantom, "synthla": atrium_phantom, "synthabd": abdomen15_phantom,
-            "synthcolon": polyp_phantom}
+            "synthcolon": functools.partial(polyp_phantom, scale=2.0)}
 SEEDS = {"synth2d": 20241, "synth3d": 20242, "synthpolyp": 20243, "synthmm": 20244, "synthla": 20245,
          "synthabd": 20246, "synthcolon": 20247}
 COLOUR = ("synthpolyp", "synthcolon")  # written as JPEG images and masks in Kvasir-SEG's layout
