@@ -60,6 +60,7 @@ def test_bad_config_names_the_problem(tmp_path, edit, needle):
     assert r.returncode != 0 and needle in r.stdout + r.stderr
 
 
+@pytest.mark.slow  # about 3 minutes; .ci/run runs the slow tests after the default suite
 def test_tiny_workflow_end_to_end_and_reruns(tmp_path):
     """A tiny run of grey 2D, RGB 2D (JPEG files), one- and two-channel 3D benchmarks, launched with
     --configfile beside a config.yaml that describes something else; then what each kind of edit reruns."""
