@@ -10,12 +10,13 @@ import torch
 import torch.nn as nn
 from scipy import ndimage
 
+from conftest import DECSEG_NET
 from sslseg import SslsegError
 from sslseg.methods.decseg import cross_generative, jitter, scale_consistency
 from sslseg.models import build_model
 from sslseg.models.decseg import DCF, Res2Net, small_size, zoom_nearest
 
-TINY = {"name": "decseg", "base": 4, "layers": [1, 1, 1, 1], "cfa_channels": 2}
+TINY = DECSEG_NET  # one block per stage at 1/16 width
 
 
 def n_params(m: nn.Module) -> int:

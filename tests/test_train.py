@@ -31,10 +31,6 @@ def test_every_method_trains(tiny, prepared, tmp_path, bench, method):
     if info.dims not in METHODS[method].spatial_dims:
         pytest.skip(f"{method} is {METHODS[method].spatial_dims}D only")
     b["schedule"]["batch_labelled"] = b["schedule"]["batch_unlabelled"] = 2  # BCP mixes halves of each batch
-    if method == "decseg":  # its Res2Net-50 at 1/16 width, one block per stage (test_decseg.py tests the network)
-        b["networks"] = {"decseg": {"student": {"name": "decseg", "base": 4, "layers": [1, 1, 1, 1],
-                                                "cfa_channels": 2}}}
-        b["hparams"] = {"decseg": {"generator_channels": [4, 8], "generator_dropout": [0.0, 0.0]}}
     out = fit(b, method, b["labels"][0], 0, prepared[bench], tmp_path / "run")
     assert out == tmp_path / "run" / "model.pt"
     log = pd.read_csv(tmp_path / "run" / "train_log.csv")
