@@ -2,13 +2,14 @@
 edge-guided UNet; the shrinking box, the dynamic teacher's decay per budget, the static teacher's period rule and
 the pseudo-labels of the two teachers -- by hand on tiny tensors; the same pieces in 3D and the edge-guided VNet."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import build_method
+from conftest import build_method, fit
 from sslseg import SslsegError
 from sslseg.methods import method_params
 from sslseg.methods.egm_dt import next_period
@@ -249,3 +250,30 @@ def test_pancreas_network_drops_after_every_deep_encoder_convolution():
     assert all(e.drop_fused.p == 0.3 for e in net.ega)
     with pytest.raises(SslsegError, match="conv_dropout two rates"):
         model_spec({"name": "egm_vnet", "conv_dropout": [0.4]})
+
+
+def test_a_warm_start_from_the_plain_unet_of_the_same_layout_leaves_only_the_ega_blocks(tiny, prepared, tmp_path):
+    """egm_dt warm-started from supervised (synthla): the edge-guided UNet at the supervised UNet's widths and
+    upsampling takes every UNet weight; the EGA blocks, absent from the source, keep their initialisation. Another
+    upsampling (transposed convolutions vs 1x1 convolution + nearest) is one clear error."""
+    from sslseg.config import run_spec, validate
+    from sslseg.train import train
+
+    layout = {"name": "egm_unet", "channels": [4, 8, 16], "dropout": [0.0, 0.1, 0.2], "upsample": "transpose"}
+    b = dict(tiny["synth2d"], model=dict(tiny["synth2d"]["model"], upsample="transpose"),
+             networks={"egm_dt": {"student": layout}}, hparams={"egm_dt": {"pretrain": 0.0}},
+             warm_start={"from": "supervised", "iterations": 2})
+    sup = fit(b, "supervised", 1, 0, prepared["synth2d"], tmp_path / "sup")
+    still = dict(b, schedule=dict(b["schedule"], lr=1e-12), validation={"every": 0, "selection": "last"})
+    spec = run_spec(validate({"benchmarks": {"t": dict(still, methods=["supervised", "egm_dt"])}}), "t", "egm_dt", 1, 0)
+    src_run = run_spec(validate({"benchmarks": {"t": b}}), "t", "supervised", 1, 0).hash
+    spec = dataclasses.replace(spec, warm_start=dict(spec.warm_start, run=src_run))
+    out = train(spec, prepared["synth2d"], tmp_path / "egm", init=sup)
+    w0 = torch.load(sup, weights_only=True)["networks"]["student"]["state_dict"]
+    w1 = torch.load(out, weights_only=True)["networks"]["student"]["state_dict"]
+    assert {k.split(".")[0] for k in set(w1) - set(w0)} == {"ega"} and set(w0) <= set(w1)
+    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6) for k in w0
+               if "running" not in k and "num_batches" not in k)
+    nearest = dict(b, networks={"egm_dt": {"student": dict(layout, upsample="nearest")}})
+    with pytest.raises(SslsegError, match=r"sup/model.pt: network 'student' does not fit network 'student'"):
+        fit(nearest, "egm_dt", 1, 0, prepared["synth2d"], tmp_path / "bad", init=sup)

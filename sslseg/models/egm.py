@@ -160,6 +160,9 @@ class EGMUNet(UNet):
             if self.cbam_reduction < 1:
                 raise ValueError("cbam_reduction must be >= 1")
 
+    # a warm start from the plain UNet of the same widths and upsampling leaves the EGA blocks as initialised
+    warm_start_optional = ("ega.",)
+
     def __init__(self, spatial_dims: int, in_channels: int, n_classes: int, p: Params = Params()) -> None:
         super().__init__(spatial_dims, in_channels, n_classes, p)
         ch = p.channels
