@@ -155,6 +155,8 @@ def _check_benchmark(b: dict, where: str) -> None:
         for net in v.get("networks") or {}:
             if net not in METHODS[v["method"]].networks:
                 _bad(f"{where}/variants/{name}/networks", "", net, list(METHODS[v["method"]].networks))
+        if v.get("schedule"):
+            _check_schedule(b, v["method"], v["schedule"], f"{where}/variants/{name}/schedule")
     for m in b["methods"]:
         if m not in METHODS and m not in b["variants"]:
             _bad(where, "methods", m, METHODS.names() + list(b["variants"]))
@@ -170,11 +172,7 @@ def _check_benchmark(b: dict, where: str) -> None:
     for m, over in b["schedules"].items():
         if m not in METHODS:
             _bad(where, "schedules", m, METHODS.names())
-        try:
-            jsonschema.validate({**b["schedule"], **over}, _schema()["$defs"]["benchmark"]["properties"]["schedule"])
-        except jsonschema.ValidationError as e:
-            key = "/".join(str(p) for p in e.absolute_path)
-            raise SslsegError(f"{where}/schedules/{m}{'/' + key if key else ''}: {e.message}") from None
+        _check_schedule(b, m, {}, f"{where}/schedules/{m}")
     for m, nets in b["networks"].items():
         if m not in METHODS:
             _bad(where, "networks", m, METHODS.names())
@@ -209,6 +207,20 @@ def _check_benchmark(b: dict, where: str) -> None:
     for m in (ws or {}).get("except", []):
         if m not in b["methods"]:
             raise SslsegError(f"{where}/warm_start/except: {m!r} is not one of its methods {b['methods']}")
+
+
+def _check_schedule(b: dict, method: str, over: dict, where: str) -> None:
+    """The benchmark's schedule with ``method``'s ``schedules`` entry and ``over`` on top must be a schedule."""
+    try:
+        jsonschema.validate(method_schedule(b, method, over), _schema()["$defs"]["benchmark"]["properties"]["schedule"])
+    except jsonschema.ValidationError as e:
+        key = "/".join(str(p) for p in e.absolute_path)
+        raise SslsegError(f"{where}{'/' + key if key else ''}: {e.message}") from None
+
+
+def method_schedule(b: dict, method: str, over: dict | None = None) -> dict:
+    """The schedule of registered ``method`` in benchmark ``b``: ``schedule``, its ``schedules`` entry, ``over``."""
+    return {**b["schedule"], **b["schedules"].get(method, {}), **(over or {})}
 
 
 def resolve_method(b: dict, name: str) -> tuple[str, dict, dict]:
@@ -332,7 +344,7 @@ def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunS
     if method not in b["methods"]:
         raise SslsegError(f"benchmark {bench!r} has no method {method!r} (methods: {', '.join(b['methods'])})")
     base, hparams, _ = resolve_method(b, method)
-    sched = {**b["schedule"], **b["schedules"].get(base, {})}
+    sched = method_schedule(b, base, (b["variants"].get(method) or {}).get("schedule"))
     ws = b.get("warm_start") or {}
     warm = None
     if ws.get("from") not in (None, method) and method not in ws.get("except", []):

@@ -411,11 +411,28 @@ def test_variants_are_methods_with_their_own_hparams(tiny, tmp_path):
     assert run_spec(plain, "t", "unimatch", 1, 0).hash == run_spec(cfg, "t", "unimatch", 1, 0).hash
 
 
+def test_a_variant_changes_its_method_schedule_but_not_the_warm_start_iterations(tiny):
+    b = dict(tiny["synth2d"], methods=["supervised", "bcp", "bcp-slow", "bcp-short"],
+             schedules={"bcp": {"lr": 0.02, "batch_labelled": 4}},
+             variants={"bcp-slow": {"method": "bcp", "schedule": {"lr": 0.01}},
+                       "bcp-short": {"method": "bcp", "schedule": {"iterations": 2}}})
+    cfg = validate({"benchmarks": {"t": b}})
+    bcp, slow = run_spec(cfg, "t", "bcp", 1, 0), run_spec(cfg, "t", "bcp-slow", 1, 0)
+    # schedule, then the method's schedules entry, then the variant's
+    assert (bcp.schedule["lr"], slow.schedule["lr"], slow.schedule["batch_labelled"]) == (0.02, 0.01, 4)
+    assert slow.hash != bcp.hash and run_spec(cfg, "t", "supervised", 1, 0).schedule["lr"] == b["schedule"]["lr"]
+    assert run_spec(cfg, "t", "bcp-short", 1, 0).schedule["iterations"] == 2
+    warm = validate({"benchmarks": {"t": dict(b, warm_start={"from": "supervised", "iterations": 3})}})
+    assert run_spec(warm, "t", "bcp-short", 1, 0).schedule["iterations"] == 3
+    assert run_spec(warm, "t", "bcp-slow", 1, 0).schedule["lr"] == 0.01
+
+
 @pytest.mark.parametrize("variants, needle", [
     ({"unimatch": {"method": "aigcmatch"}}, "variants/unimatch: a variant may not take a method's name"),
     ({"v": {"method": "aigcmach"}}, "variants/v/method: unknown name 'aigcmach'"),
     ({"v": {"method": "aigcmatch", "hparams": {"fp": "dropout"}}}, "variants/v/hparams: parameter 'fp'"),
     ({"v": {"method": "aigcmatch", "networks": {"teacher": {"name": "unet"}}}}, "variants/v/networks: unknown"),
+    ({"v": {"method": "aigcmatch", "schedule": {"lr": -1}}}, "variants/v/schedule/lr: -1 is less than"),
 ])
 def test_bad_variants_name_the_key(tiny, variants, needle):
     b = dict(tiny["synth2d"], methods=["supervised", "unimatch"] + [v for v in variants if v != "unimatch"],
