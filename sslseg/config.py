@@ -156,7 +156,7 @@ def _check_benchmark(b: dict, where: str) -> None:
             if net not in METHODS[v["method"]].networks:
                 _bad(f"{where}/variants/{name}/networks", "", net, list(METHODS[v["method"]].networks))
         if v.get("schedule"):
-            _check_schedule(b, v["method"], v["schedule"], f"{where}/variants/{name}/schedule")
+            _check_schedule(b, name, f"{where}/variants/{name}/schedule")
     for m in b["methods"]:
         if m not in METHODS and m not in b["variants"]:
             _bad(where, "methods", m, METHODS.names() + list(b["variants"]))
@@ -172,7 +172,7 @@ def _check_benchmark(b: dict, where: str) -> None:
     for m, over in b["schedules"].items():
         if m not in METHODS:
             _bad(where, "schedules", m, METHODS.names())
-        _check_schedule(b, m, {}, f"{where}/schedules/{m}")
+        _check_schedule(b, m, f"{where}/schedules/{m}")
     for m, nets in b["networks"].items():
         if m not in METHODS:
             _bad(where, "networks", m, METHODS.names())
@@ -209,18 +209,20 @@ def _check_benchmark(b: dict, where: str) -> None:
             raise SslsegError(f"{where}/warm_start/except: {m!r} is not one of its methods {b['methods']}")
 
 
-def _check_schedule(b: dict, method: str, over: dict, where: str) -> None:
-    """The benchmark's schedule with ``method``'s ``schedules`` entry and ``over`` on top must be a schedule."""
+def _check_schedule(b: dict, name: str, where: str) -> None:
+    """The schedule of method or variant ``name`` (``method_schedule``) must be a schedule."""
     try:
-        jsonschema.validate(method_schedule(b, method, over), _schema()["$defs"]["benchmark"]["properties"]["schedule"])
+        jsonschema.validate(method_schedule(b, name), _schema()["$defs"]["benchmark"]["properties"]["schedule"])
     except jsonschema.ValidationError as e:
         key = "/".join(str(p) for p in e.absolute_path)
         raise SslsegError(f"{where}{'/' + key if key else ''}: {e.message}") from None
 
 
-def method_schedule(b: dict, method: str, over: dict | None = None) -> dict:
-    """The schedule of registered ``method`` in benchmark ``b``: ``schedule``, its ``schedules`` entry, ``over``."""
-    return {**b["schedule"], **b["schedules"].get(method, {}), **(over or {})}
+def method_schedule(b: dict, name: str) -> dict:
+    """The schedule of ``name``, a method or a variant of ``b``: ``schedule``, updated by the method's ``schedules``
+    entry, then by the variant's ``schedule``."""
+    v = b["variants"].get(name) or {}
+    return {**b["schedule"], **b["schedules"].get(v.get("method", name), {}), **(v.get("schedule") or {})}
 
 
 def resolve_method(b: dict, name: str) -> tuple[str, dict, dict]:
@@ -344,7 +346,7 @@ def run_spec(cfg: dict, bench: str, method: str, budget: int, seed: int) -> RunS
     if method not in b["methods"]:
         raise SslsegError(f"benchmark {bench!r} has no method {method!r} (methods: {', '.join(b['methods'])})")
     base, hparams, _ = resolve_method(b, method)
-    sched = method_schedule(b, base, (b["variants"].get(method) or {}).get("schedule"))
+    sched = method_schedule(b, method)
     ws = b.get("warm_start") or {}
     warm = None
     if ws.get("from") not in (None, method) and method not in ws.get("except", []):
