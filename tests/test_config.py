@@ -425,6 +425,13 @@ def test_a_variant_changes_its_method_schedule_but_not_the_warm_start_iterations
     warm = validate({"benchmarks": {"t": dict(b, warm_start={"from": "supervised", "iterations": 3})}})
     assert run_spec(warm, "t", "bcp-short", 1, 0).schedule["iterations"] == 3
     assert run_spec(warm, "t", "bcp-slow", 1, 0).schedule["lr"] == 0.01
+    # a variant of the warm start's own method is its control: it continues that model, as the SSL methods do
+    ctl = dict(b, methods=b["methods"] + ["supervised-lr01"], warm_start={"from": "supervised", "iterations": 3},
+               variants=dict(b["variants"], **{"supervised-lr01": {"method": "supervised", "schedule": {"lr": 0.01}}}))
+    cfg = validate({"benchmarks": {"t": ctl}})
+    sup, c = run_spec(cfg, "t", "supervised", 1, 0), run_spec(cfg, "t", "supervised-lr01", 1, 0)
+    assert sup.warm_start is None and c.warm_start == {"from": "supervised", "run": sup.hash}
+    assert (c.method, c.schedule["lr"], c.schedule["iterations"]) == ("supervised", 0.01, 3)
 
 
 @pytest.mark.parametrize("variants, needle", [
