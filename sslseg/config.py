@@ -169,7 +169,7 @@ def _check_benchmark(b: dict, where: str) -> None:
             method_params(m, params)
         except SslsegError as e:
             raise SslsegError(f"{where}/hparams/{m}: {e}") from None
-    for m, over in b["schedules"].items():
+    for m in b["schedules"]:
         if m not in METHODS:
             _bad(where, "schedules", m, METHODS.names())
         _check_schedule(b, m, f"{where}/schedules/{m}")
