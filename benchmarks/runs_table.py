@@ -5,6 +5,7 @@ hold (it compares every method with the reference only).
 
     python benchmarks/runs_table.py results/acdc-cpu
     python benchmarks/runs_table.py results/acdc-cpu --pair aigcmatch unimatch --pair sscd bcp
+    python benchmarks/runs_table.py results/synthla --metric hd95 --pair egm_dt-lr01 bcp-lr01
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def runs(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def case_means(root: Path, method: str, budget: int) -> pd.Series:
-    frames = [pd.read_csv(p).groupby("case")["dice"].mean() for p in sorted(root.glob(f"{method}/l{budget}/seed*/metrics.csv"))]
+def case_means(root: Path, method: str, budget: int, metric: str = "dice") -> pd.Series:
+    frames = [pd.read_csv(p).groupby("case")[metric].mean() for p in sorted(root.glob(f"{method}/l{budget}/seed*/metrics.csv"))]
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
@@ -39,6 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
+    ap.add_argument("--metric", default="dice", choices=["dice", "jaccard", "hd95", "asd"],
+                    help="metric of the --pair tests (Dice and Jaccard printed in %%)")
     args = ap.parse_args()
     df = runs(args.results)
     print("| Method | Labelled | Dice per seed (%) | mean | selected iteration | wall min |")
@@ -51,11 +54,13 @@ def main() -> None:
         for budget in sorted(df.budget.unique()):
             if not ((df.method == a) & (df.budget == budget)).any() or not ((df.method == b) & (df.budget == budget)).any():
                 continue
-            ca, cb = case_means(args.results, a, budget), case_means(args.results, b, budget)
+            ca, cb = (case_means(args.results, m, budget, args.metric) for m in (a, b))
             common = ca.index.intersection(cb.index)
             p = wilcoxon(ca[common], cb[common]).pvalue
-            print(f"{a} vs {b}, {budget} labelled: mean Dice {ca[common].mean() * 100:.2f} vs "
-                  f"{cb[common].mean() * 100:.2f}, paired Wilcoxon over {len(common)} cases p = {p:.2g}")
+            scale = 100 if args.metric in ("dice", "jaccard") else 1
+            label = {"dice": "Dice", "jaccard": "Jaccard", "hd95": "95HD", "asd": "ASD"}[args.metric]
+            print(f"{a} vs {b}, {budget} labelled: mean {label} {ca[common].mean() * scale:.2f} vs "
+                  f"{cb[common].mean() * scale:.2f}, paired Wilcoxon over {len(common)} cases p = {p:.2g}")
 
 
 if __name__ == "__main__":
