@@ -32,7 +32,8 @@ def runs(root: Path) -> pd.DataFrame:
 
 
 def case_means(root: Path, method: str, budget: int, metric: str = "dice") -> pd.Series:
-    frames = [pd.read_csv(p).groupby("case")[metric].mean() for p in sorted(root.glob(f"{method}/l{budget}/seed*/metrics.csv"))]
+    files = sorted(root.glob(f"{method}/l{budget}/seed*/metrics.csv"))
+    frames = [pd.read_csv(p).groupby("case")[metric].mean() for p in files]
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
