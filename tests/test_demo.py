@@ -12,7 +12,7 @@ from test_workflow import smk
 @pytest.mark.slow
 def test_demo_builds_both_summaries_and_mean_teacher_beats_supervised(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    smk(tmp_path, "--cores", "2", "--show-failed-logs")
+    smk(tmp_path, "--cores", "2", "--show-failed-logs", timeout=3600)  # about 14 min on 2 cores
     for bench in ("synth2d", "synth3d"):
         assert (tmp_path / "results" / bench / "summary.txt").is_file()
     cells = json.loads((tmp_path / "results" / "synth2d" / "summary.json").read_text())["cells"]

@@ -12,9 +12,10 @@ import yaml
 from conftest import REPO, TINY
 
 
-def smk(workdir, *args, check=True):
+def smk(workdir, *args, check=True, timeout=900):
+    """Run the workflow in `workdir`; `timeout` (s) only guards against a hang, it is not a speed requirement."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -72,7 +73,7 @@ def test_tiny_workflow_end_to_end_and_reruns(tmp_path):
     edited = tmp_path / "edited.yaml"
     edited.write_text(yaml.safe_dump(cfg))
     run = ("--configfile", str(edited))
-    smk(tmp_path, *run, "--cores", "2", "--show-failed-logs")
+    smk(tmp_path, *run, "--cores", "2", "--show-failed-logs", timeout=1800)
     assert not (tmp_path / "results" / "other").exists()
     for bench, b in cfg["benchmarks"].items():
         for name in ("summary.txt", "summary.json", "per_case.csv", "pvalues.csv", "tables.xlsx", "table.md",
