@@ -17,6 +17,9 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import wilcoxon
 
+from sslseg.report import LABELS, metric_scale
+from sslseg.stats import METRICS
+
 
 def runs(root: Path) -> pd.DataFrame:
     rows = []
@@ -41,9 +44,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
-    ap.add_argument("--metric", default="dice", choices=["dice", "jaccard", "hd95", "asd"],
+    ap.add_argument("--metric", default="dice", choices=METRICS,
                     help="metric of the --pair tests (Dice and Jaccard printed in %%)")
     args = ap.parse_args()
+    scale, label = metric_scale(args.metric), LABELS[args.metric]
     df = runs(args.results)
     print("| Method | Labelled | Dice per seed (%) | mean | selected iteration | wall min |")
     print("|---|---|---|---|---|---|")
@@ -58,8 +62,6 @@ def main() -> None:
             ca, cb = (case_means(args.results, m, budget, args.metric) for m in (a, b))
             common = ca.index.intersection(cb.index)
             p = wilcoxon(ca[common], cb[common]).pvalue
-            scale = 100 if args.metric in ("dice", "jaccard") else 1
-            label = {"dice": "Dice", "jaccard": "Jaccard", "hd95": "95HD", "asd": "ASD"}[args.metric]
             print(f"{a} vs {b}, {budget} labelled: mean {label} {ca[common].mean() * scale:.2f} vs "
                   f"{cb[common].mean() * scale:.2f}, paired Wilcoxon over {len(common)} cases p = {p:.2g}")
 
